@@ -1,0 +1,39 @@
+import type { TokenClaims, TokenVerifier } from "./tokens.js";
+import { tokenFromAuthorization } from "./tokens.js";
+
+/** Why a MyService* call was refused before routing (SPEC 4.2, in this order). */
+export type AuthFailure = "missing-session-id" | "invalid-token";
+
+/** Exact status messages of SPEC section 5. */
+export const authFailureMessage: Record<AuthFailure, string> = {
+  "missing-session-id": "missing session-id",
+  "invalid-token": "missing or invalid token",
+};
+
+/** Longest session id accepted; anything longer is not a session id. */
+export const maxSessionIdLength = 256;
+
+/**
+ * Checks the `session-id` and `authorization` metadata of a MyService* call in the spec's
+ * order: session id first, then the token (signature, algorithm, expiry, and that it was
+ * issued for this session). Shared by the gateway and the instance (defence in depth).
+ */
+export function authenticateCall(
+  sessionIdHeader: string | undefined,
+  authorizationHeader: string | undefined,
+  verify: TokenVerifier,
+):
+  | { ok: true; sessionId: string; claims: TokenClaims }
+  | { ok: false; failure: AuthFailure }
+  | Promise<{ ok: true; sessionId: string; claims: TokenClaims } | { ok: false; failure: AuthFailure }> {
+  const sessionId = sessionIdHeader?.trim();
+  if (sessionId === undefined || sessionId === "") return { ok: false, failure: "missing-session-id" };
+  const token = tokenFromAuthorization(authorizationHeader);
+  if (token === undefined) return { ok: false, failure: "invalid-token" };
+  const verified = verify(token);
+  const finish = (claims: TokenClaims | undefined) =>
+    claims !== undefined && claims.session_id === sessionId
+      ? ({ ok: true, sessionId, claims } as const)
+      : ({ ok: false, failure: "invalid-token" } as const);
+  return verified instanceof Promise ? verified.then(finish) : finish(verified);
+}
