@@ -13,6 +13,12 @@ export const authFailureMessage: Record<AuthFailure, string> = {
 /** Longest session id accepted; anything longer is not a session id. */
 export const maxSessionIdLength = 256;
 
+/** A session id is 1–256 printable characters (no control characters). */
+export function isValidSessionId(id: string): boolean {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it refuses
+  return id.length > 0 && id.length <= maxSessionIdLength && !/[\u0000-\u001f\u007f]/.test(id);
+}
+
 /**
  * Checks the `session-id` and `authorization` metadata of a MyService* call in the spec's
  * order: session id first, then the token (signature, algorithm, expiry, and that it was
@@ -29,7 +35,8 @@ export function authenticateCall(
   const sessionId = sessionIdHeader?.trim();
   if (sessionId === undefined || sessionId === "") return { ok: false, failure: "missing-session-id" };
   const token = tokenFromAuthorization(authorizationHeader);
-  if (token === undefined) return { ok: false, failure: "invalid-token" };
+  // No valid token is ever issued for a malformed session id (Login refuses it).
+  if (token === undefined || !isValidSessionId(sessionId)) return { ok: false, failure: "invalid-token" };
   const verified = verify(token);
   const finish = (claims: TokenClaims | undefined) =>
     claims !== undefined && claims.session_id === sessionId

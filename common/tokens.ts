@@ -74,6 +74,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         typeof sub !== "string" ||
         sub === "" ||
         typeof role !== "string" ||
+        role === "" ||
         typeof session_id !== "string" ||
         session_id === "" ||
         typeof iat !== "number" ||
@@ -111,6 +112,7 @@ export function tokenFromAuthorization(value: string | undefined): string | unde
   if (value === undefined) return undefined;
   const trimmed = value.trim();
   if (trimmed === "") return undefined;
+  if (/^bearer$/i.test(trimmed)) return undefined;
   const match = /^bearer\s+(.+)$/i.exec(trimmed);
   const token = (match ? match[1] : trimmed)?.trim();
   return token === "" ? undefined : token;

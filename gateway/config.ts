@@ -1,0 +1,108 @@
+import { EnvReader } from "../common/env.js";
+import { devJwtSecret } from "../common/dev-defaults.js";
+import { minSecretBytes } from "../common/tokens.js";
+
+/** Settings of the gateway, resolved once from the environment by `loadConfig`. */
+export interface GatewayConfig {
+  /** `SERVICE_PORT_GRPC`: listen port (gRPC, Connect, gRPC-Web, HTTP/1.1 pages). Default 10000. */
+  readonly port: number;
+  /** `LISTEN_HOST`: listen address. Default `0.0.0.0`. */
+  readonly host: string;
+  /** `JWT_SECRET`: HMAC key for tokens, shared with the instances. Required. */
+  readonly jwtSecret: string;
+  /** `TOKEN_EXPIRATION`: token lifetime, milliseconds. Default 1h. */
+  readonly tokenLifetimeMs: number;
+  /** `LEASE_IDLE_TTL`: a lease idle this long expires, milliseconds. Default 5m. */
+  readonly leaseIdleTtlMs: number;
+  /** `USERS_FILE`: path of the users file (JSON, scrypt hashes). Required. */
+  readonly usersFile: string;
+  /** `LEASE_DB_PATH`: SQLite lease database file. Default `data/leases.db`. */
+  readonly leaseDbPath: string;
+  /** `LEASE_DB_SYNCHRONOUS`: SQLite `synchronous` pragma, `FULL` (durable commits) or `NORMAL`. Default `FULL`. */
+  readonly leaseDbSynchronous: "FULL" | "NORMAL";
+  /** `MYSERVICE_ADDRESSES`: static instance list, `host:port` comma-separated. */
+  readonly instanceAddresses: readonly string[];
+  /** `MYSERVICE_DNS`: `name:port` resolved to every address (compose service, headless service). */
+  readonly instanceDns: string | undefined;
+  /** `DISCOVERY_INTERVAL`: how often DNS is resolved again, milliseconds. Default 5s. */
+  readonly discoveryIntervalMs: number;
+  /** `HEALTH_CHECK_INTERVAL`: period of health probes per instance, milliseconds. Default 1s. */
+  readonly healthIntervalMs: number;
+  /** `HEALTH_CHECK_TIMEOUT`: bound of one probe, milliseconds. Default 1s. */
+  readonly healthTimeoutMs: number;
+  /** `HEALTH_FAILURE_THRESHOLD`: consecutive failed probes before an instance is declared dead. Default 3. */
+  readonly healthFailureThreshold: number;
+  /** `MAX_MESSAGE_BYTES`: largest gRPC message accepted either way, bytes. Default 4 MiB. */
+  readonly maxMessageBytes: number;
+  /** `UPSTREAM_CONNECT_TIMEOUT`: bound for reaching an instance, milliseconds. Default 2s. */
+  readonly upstreamConnectTimeoutMs: number;
+  /** `LOG_LEVEL`: pino level. Default `info`. */
+  readonly logLevel: string;
+  /** `LOG_FORMAT`: `json` or `pretty`. Default `json`. */
+  readonly logFormat: "json" | "pretty";
+  /** `NODE_ENV=production`: refuse development secrets and users. */
+  readonly production: boolean;
+}
+
+const second = 1000;
+const minute = 60 * second;
+const hour = 60 * minute;
+
+/** Reads and validates the environment; throws a `ConfigError` listing every bad variable. */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): GatewayConfig {
+  const r = new EnvReader(env, "gateway");
+  const production = env.NODE_ENV === "production";
+  const jwtSecret = r.required("JWT_SECRET", "the HMAC key for tokens (shared with every myservice instance)");
+  if (jwtSecret !== "" && Buffer.byteLength(jwtSecret) < minSecretBytes) {
+    r.problem(`JWT_SECRET is too short: use at least ${minSecretBytes} bytes`);
+  }
+  if (production && jwtSecret === devJwtSecret) {
+    r.problem("JWT_SECRET is the development secret, refused with NODE_ENV=production");
+  }
+  const usersFile = r.required("USERS_FILE", "path of the users file (see gateway/dev-users.json)");
+  if (production && /dev-users\.json$/.test(usersFile)) {
+    r.problem("USERS_FILE is the development users file, refused with NODE_ENV=production");
+  }
+  const instanceAddresses = (r.optionalString("MYSERVICE_ADDRESSES") ?? "")
+    .split(",")
+    .map((a) => a.trim())
+    .filter((a) => a !== "");
+  for (const address of instanceAddresses) {
+    if (!isHostPort(address)) r.problem(`MYSERVICE_ADDRESSES: ${JSON.stringify(address)} is not host:port`);
+  }
+  const instanceDns = r.optionalString("MYSERVICE_DNS");
+  if (instanceDns !== undefined && !isHostPort(instanceDns)) {
+    r.problem(`MYSERVICE_DNS=${JSON.stringify(instanceDns)}: expected name:port, e.g. myservice:5000`);
+  }
+  if (instanceAddresses.length === 0 && instanceDns === undefined) {
+    r.problem("set MYSERVICE_ADDRESSES (host:port,...) or MYSERVICE_DNS (name:port) so the gateway finds its instances");
+  }
+  const config: GatewayConfig = {
+    port: r.port("SERVICE_PORT_GRPC", 10000),
+    host: r.string("LISTEN_HOST", "0.0.0.0"),
+    jwtSecret,
+    tokenLifetimeMs: r.duration("TOKEN_EXPIRATION", hour, second, 30 * 24 * hour),
+    leaseIdleTtlMs: r.duration("LEASE_IDLE_TTL", 5 * minute, 500, 30 * 24 * hour),
+    usersFile,
+    leaseDbPath: r.string("LEASE_DB_PATH", "data/leases.db"),
+    leaseDbSynchronous: r.oneOf("LEASE_DB_SYNCHRONOUS", "FULL", ["FULL", "NORMAL"]),
+    instanceAddresses,
+    instanceDns,
+    discoveryIntervalMs: r.duration("DISCOVERY_INTERVAL", 5 * second, 100, hour),
+    healthIntervalMs: r.duration("HEALTH_CHECK_INTERVAL", second, 50, 5 * minute),
+    healthTimeoutMs: r.duration("HEALTH_CHECK_TIMEOUT", second, 10, minute),
+    healthFailureThreshold: r.integer("HEALTH_FAILURE_THRESHOLD", 3, 1, 100),
+    maxMessageBytes: r.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    upstreamConnectTimeoutMs: r.duration("UPSTREAM_CONNECT_TIMEOUT", 2 * second, 10, minute),
+    logLevel: r.oneOf("LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
+    logFormat: r.oneOf("LOG_FORMAT", "json", ["json", "pretty"]),
+    production,
+  };
+  r.done();
+  return Object.freeze(config);
+}
+
+function isHostPort(text: string): boolean {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})$/.exec(text);
+  return match !== null && Number(match[2]) > 0 && Number(match[2]) <= 65535;
+}

@@ -1,0 +1,97 @@
+import type { Logger } from "../../common/logger.js";
+import type { Lease, LeaseStore } from "./lease-store.js";
+
+/** Options of `LeaseKeeper`. */
+export interface LeaseKeeperOptions {
+  readonly store: LeaseStore;
+  /** `LEASE_IDLE_TTL`, milliseconds. */
+  readonly idleTtlMs: number;
+  /** How often batched activity is written, milliseconds. Default min(1 s, ttl/4). */
+  readonly flushIntervalMs?: number;
+  /** How often expired leases are swept, milliseconds. Default min(5 s, ttl/4), at least 100 ms. */
+  readonly sweepIntervalMs?: number;
+  /** Called for every expired lease after it was released (the instance must be recycled). */
+  readonly onExpired: (lease: Lease) => void;
+  readonly logger: Logger;
+  readonly now?: () => number;
+}
+
+/**
+ * Renews leases without a SQLite write per call (SPEC 4.3: every routed call renews; an open
+ * stream keeps its lease alive): calls mark activity in memory and one transaction per flush
+ * interval writes it. A sweeper releases idle leases (SPEC 4.6) after flushing.
+ */
+export class LeaseKeeper {
+  private pending = new Map<string, number>();
+  private readonly openStreams = new Map<string, number>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private readonly now: () => number;
+
+  constructor(private readonly options: LeaseKeeperOptions) {
+    this.now = options.now ?? Date.now;
+  }
+
+  start(): void {
+    const ttl = this.options.idleTtlMs;
+    const flushMs = this.options.flushIntervalMs ?? Math.max(50, Math.min(1000, ttl / 4));
+    const sweepMs = this.options.sweepIntervalMs ?? Math.max(100, Math.min(5000, ttl / 4));
+    this.timers.push(setInterval(() => this.safely(() => this.flush()), flushMs).unref());
+    this.timers.push(setInterval(() => this.safely(() => this.sweep()), sweepMs).unref());
+  }
+
+  stop(): void {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers.length = 0;
+    this.safely(() => this.flush());
+  }
+
+  /** Records activity of a session (a routed call). */
+  touch(sessionId: string): void {
+    this.pending.set(sessionId, this.now());
+  }
+
+  /** A stream of the session opened: its lease stays alive until the stream closes. */
+  streamOpened(sessionId: string): void {
+    this.openStreams.set(sessionId, (this.openStreams.get(sessionId) ?? 0) + 1);
+    this.touch(sessionId);
+  }
+
+  streamClosed(sessionId: string): void {
+    const n = (this.openStreams.get(sessionId) ?? 1) - 1;
+    if (n <= 0) this.openStreams.delete(sessionId);
+    else this.openStreams.set(sessionId, n);
+    this.touch(sessionId);
+  }
+
+  /** Writes pending activity (and keeps sessions with open streams alive) in one transaction. */
+  flush(): void {
+    const now = this.now();
+    for (const sessionId of this.openStreams.keys()) this.pending.set(sessionId, now);
+    if (this.pending.size === 0) return;
+    const batch = this.pending;
+    this.pending = new Map();
+    this.options.store.touch(batch, this.options.idleTtlMs);
+  }
+
+  /** Flushes, then releases every expired lease and reports it. */
+  sweep(): Lease[] {
+    this.flush();
+    const expired = this.options.store.expire(this.now());
+    for (const lease of expired) {
+      this.options.logger.info(
+        { sessionId: lease.sessionId, pod: lease.podName, idleMs: this.now() - lease.lastActivity },
+        "lease expired; recycling its instance",
+      );
+      this.options.onExpired(lease);
+    }
+    return expired;
+  }
+
+  private safely(fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.options.logger.error({ err: error }, "lease keeper failed; will retry");
+    }
+  }
+}

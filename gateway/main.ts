@@ -1,0 +1,56 @@
+import { ConfigError } from "../common/env.js";
+import { devJwtSecret } from "../common/dev-defaults.js";
+import { createLogger } from "../common/logger.js";
+import { loadUserStore } from "./auth/user-store.js";
+import { loadConfig } from "./config.js";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { createGateway } from "./server.js";
+
+let config: ReturnType<typeof loadConfig>;
+try {
+  config = loadConfig(process.env);
+} catch (error) {
+  if (error instanceof ConfigError) {
+    process.stderr.write(`${error.message}\n`);
+    process.exit(2);
+  }
+  throw error;
+}
+const logger = createLogger({ name: "gateway", level: config.logLevel, format: config.logFormat });
+
+let users: ReturnType<typeof loadUserStore>;
+try {
+  users = loadUserStore(config.usersFile);
+} catch (error) {
+  process.stderr.write(`invalid gateway configuration:\n  - USERS_FILE: ${(error as Error).message}\n`);
+  process.exit(2);
+}
+if (config.jwtSecret === devJwtSecret) logger.warn("JWT_SECRET is the development secret: never use it in production");
+if (config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { recursive: true });
+
+const gateway = createGateway(config, { logger, users });
+try {
+  const port = await gateway.start();
+  logger.info(
+    { port, instances: gateway.pool.addresses().length, leases: gateway.store.leases().length, db: config.leaseDbPath },
+    `gateway listening on ${config.host}:${port}`,
+  );
+} catch (error) {
+  logger.fatal({ err: error }, "gateway failed to start");
+  process.exit(1);
+}
+
+let stopping = false;
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, "stopping");
+    setTimeout(() => process.exit(0), 3000).unref();
+    void gateway.close().then(() => {
+      logger.flush();
+      process.exit(0);
+    });
+  });
+}

@@ -1,0 +1,272 @@
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import type { Logger } from "../../common/logger.js";
+import { issueToken } from "../../common/tokens.js";
+import {
+  HealthCheckRequestSchema,
+  HealthCheckResponseSchema,
+  HealthCheckResponse_ServingStatus,
+} from "../../gen/grpc/health/v1/health_pb.js";
+import { GetStatusResponseSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
+import type { InstanceStatus, Lease, LeaseStore } from "../leases/lease-store.js";
+import { rawUnary } from "../proxy/raw-unary.js";
+import { ConnectFailure, type UpstreamConnection, type UpstreamPool } from "../proxy/upstream-pool.js";
+import type { Discovery } from "./discovery.js";
+
+const statusPath = "/myservice.instance.v1.InstanceService/GetStatus";
+const healthPath = "/grpc.health.v1.Health/Check";
+const shutdownPath = "/my_service.MyServiceAPI/MyServiceShutdown";
+const emptyRequest = new Uint8Array(0);
+const healthRequest = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "" }));
+
+/** Why a lease was released other than by its own Shutdown. */
+export type ReleaseReason = "expired" | "instance-restarted" | "instance-lost" | "transfer" | "admin";
+
+/** Options of `InstancePool`. */
+export interface InstancePoolOptions {
+  readonly store: LeaseStore;
+  readonly upstream: UpstreamPool;
+  readonly discovery: Discovery;
+  /** Period of probes per instance, milliseconds. */
+  readonly healthIntervalMs: number;
+  /** Bound of one probe, milliseconds. */
+  readonly healthTimeoutMs: number;
+  /** Consecutive failed probes before an instance is declared dead. */
+  readonly failureThreshold: number;
+  /** How often a dynamic discovery is resolved again, milliseconds. */
+  readonly discoveryIntervalMs: number;
+  /** HMAC key, to shut an instance down on a session's behalf (recycling). */
+  readonly jwtSecret: string;
+  readonly logger: Logger;
+  /** Called when a lease was released by reconciliation (SPEC 4.7). */
+  readonly onLeaseReleased?: (lease: Lease, reason: ReleaseReason) => void;
+  /** Called when an instance is declared dead or comes back. */
+  readonly onHealthChange?: (address: string, healthy: boolean) => void;
+}
+
+/** Live, in-memory view of one instance (the durable part is in the store). */
+export interface InstanceProbeState {
+  consecutiveFailures: number;
+  lastProbeAt: number;
+  lastError: string | undefined;
+  inFlight: boolean;
+  lastRecycleAt: number;
+}
+
+/** Verdict of `diagnose`: `gone` when the session's process is dead or restarted. */
+export type Diagnosis = "same" | "gone";
+
+/**
+ * Discovers instances, probes each one (gRPC health + status call) every interval with a
+ * bounded timeout, declares it dead only after `failureThreshold` consecutive failures and
+ * back as soon as it answers, reconciles leases with what instances report (SPEC 4.7, 4.8),
+ * and recycles instances on a session's behalf (expiry, unknown sessions).
+ */
+export class InstancePool {
+  private readonly probes = new Map<string, InstanceProbeState>();
+  private known: string[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+
+  constructor(private readonly options: InstancePoolOptions) {}
+
+  /** Discovers, probes every instance once (reconciliation on start), then keeps probing. */
+  async start(): Promise<void> {
+    await this.discover();
+    await this.probeAll();
+    this.timers.push(setInterval(() => void this.probeAll(), this.options.healthIntervalMs).unref());
+    if (this.options.discovery.dynamic) {
+      this.timers.push(setInterval(() => void this.discover(), this.options.discoveryIntervalMs).unref());
+    }
+  }
+
+  stop(): void {
+    for (const timer of this.timers) clearInterval(timer);
+    this.timers.length = 0;
+  }
+
+  /** Number of instances this gateway's probes currently see healthy. */
+  healthyCount(): number {
+    let n = 0;
+    for (const address of this.known) if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
+    return n;
+  }
+
+  /** Addresses currently discovered. */
+  addresses(): readonly string[] {
+    return this.known;
+  }
+
+  /** True while this gateway's probes declare the instance dead. */
+  isDown(address: string): boolean {
+    const state = this.probes.get(address);
+    return state !== undefined && state.consecutiveFailures >= this.options.failureThreshold;
+  }
+
+  probeState(address: string): InstanceProbeState | undefined {
+    return this.probes.get(address);
+  }
+
+  private async discover(): Promise<void> {
+    const { discovery, store, logger } = this.options;
+    let found: string[];
+    try {
+      found = await discovery.resolve();
+    } catch (error) {
+      logger.warn({ err: error, source: discovery.description }, "instance discovery failed; keeping the last list");
+      return;
+    }
+    const gone = this.known.filter((a) => !found.includes(a));
+    const added = found.filter((a) => !this.known.includes(a));
+    if (added.length > 0) {
+      store.register(added);
+      logger.info({ added }, "instances discovered");
+    }
+    for (const address of gone) {
+      this.probes.delete(address);
+      store.setHealthy(address, false);
+      this.options.upstream.destroy(address);
+      logger.warn({ address }, "instance no longer discovered; taken out of the pool");
+    }
+    this.known = found;
+    for (const address of found) {
+      if (!this.probes.has(address)) {
+        this.probes.set(address, { consecutiveFailures: 0, lastProbeAt: 0, lastError: undefined, inFlight: false, lastRecycleAt: 0 });
+      }
+    }
+  }
+
+  private async probeAll(): Promise<void> {
+    await Promise.all(this.known.map((address) => this.probe(address)));
+  }
+
+  /** Reads status and health of one instance over `conn` (default: a pooled connection). */
+  async status(address: string, conn?: UpstreamConnection, timeoutMs = this.options.healthTimeoutMs): Promise<InstanceStatus> {
+    const c = conn ?? this.options.upstream.get(address);
+    if (!c.isConnected()) await c.connected;
+    const [statusReply, healthReply] = await Promise.all([
+      rawUnary(c.session, statusPath, emptyRequest, {}, timeoutMs),
+      rawUnary(c.session, healthPath, healthRequest, {}, timeoutMs),
+    ]);
+    if (statusReply.status !== 0) throw new Error(`status call failed: ${statusReply.status} ${statusReply.message}`);
+    const status = fromBinary(GetStatusResponseSchema, statusReply.data);
+    c.bootId = status.bootId;
+    const serving =
+      healthReply.status === 0 &&
+      fromBinary(HealthCheckResponseSchema, healthReply.data).status === HealthCheckResponse_ServingStatus.SERVING;
+    return {
+      podName: status.podName,
+      bootId: status.bootId,
+      sessionId: status.sessionId,
+      shuttingDown: status.shuttingDown || !serving,
+    };
+  }
+
+  /** Learns which process a connection reaches (once per connection). */
+  identify(conn: UpstreamConnection): Promise<string> {
+    conn.identity ??= this.status(conn.address, conn).then((s) => s.bootId);
+    return conn.identity;
+  }
+
+  private async probe(address: string): Promise<void> {
+    const state = this.probes.get(address);
+    if (state === undefined || state.inFlight) return;
+    state.inFlight = true;
+    const startedAt = Date.now();
+    const { store, logger } = this.options;
+    try {
+      const status = await this.status(address);
+      if (!this.probes.has(address)) return;
+      const wasDown = state.consecutiveFailures >= this.options.failureThreshold;
+      state.consecutiveFailures = 0;
+      state.lastError = undefined;
+      const before = store.instance(address);
+      const outcome = store.recordStatus(address, status, startedAt);
+      if (wasDown || before?.healthy === false) {
+        logger.info({ address, pod: status.podName }, "instance healthy");
+        this.options.onHealthChange?.(address, true);
+      }
+      if (outcome.released !== undefined) {
+        logger.warn(
+          { sessionId: outcome.released.sessionId, pod: status.podName, address },
+          "instance restarted or holds another session: its lease was released",
+        );
+        this.options.onLeaseReleased?.(outcome.released, "instance-restarted");
+      }
+      if (outcome.unknownSession !== undefined && !status.shuttingDown) {
+        // SPEC 4.7: kept out of the pool until recycled; recycle it (at most every 5 s).
+        if (Date.now() - state.lastRecycleAt > 5000) {
+          state.lastRecycleAt = Date.now();
+          logger.warn({ address, pod: status.podName, sessionId: outcome.unknownSession }, "instance holds a session no lease knows; recycling it");
+          void this.recycle(address, outcome.unknownSession);
+        }
+      }
+    } catch (error) {
+      if (!this.probes.has(address)) return;
+      state.consecutiveFailures++;
+      state.lastError = (error as Error).message;
+      const record = store.instance(address);
+      if (state.consecutiveFailures === 1 && record?.healthy === true && record.sessionId === null) {
+        // A free instance holds no session a blip could kill: out of allocation at once, so a
+        // pool that is down answers UNAVAILABLE within one probe (SPEC 4.8).
+        store.setHealthy(address, false);
+        logger.info({ address, pod: record.podName, error: state.lastError }, "free instance not answering; not allocatable");
+        this.options.onHealthChange?.(address, false);
+      }
+      if (state.consecutiveFailures === this.options.failureThreshold) {
+        store.setHealthy(address, false);
+        // Streams to a dead instance fail now instead of hanging (SPEC 4.8).
+        this.options.upstream.destroy(address);
+        logger.warn({ address, pod: record?.podName, error: state.lastError }, "instance declared dead");
+        this.options.onHealthChange?.(address, false);
+      }
+    } finally {
+      state.lastProbeAt = Date.now();
+      state.inFlight = false;
+    }
+  }
+
+  /**
+   * After a call to `address` failed at the transport level: is the session's process
+   * (`bootId`) gone — declared dead, refusing connections, or restarted — or still there?
+   */
+  async diagnose(address: string, bootId: string): Promise<Diagnosis> {
+    // Up to `failureThreshold` probes, each on a new connection: one slow answer must not end
+    // a live session, and a process that is gone shows it at once (refused, or a new boot id).
+    for (let attempt = 0; attempt < this.options.failureThreshold; attempt++) {
+      if (this.isDown(address) || this.options.store.instance(address)?.healthy === false) return "gone";
+      const conn = this.options.upstream.dedicated(address);
+      try {
+        const status = await this.status(address, conn, this.options.healthTimeoutMs);
+        return status.bootId === bootId ? "same" : "gone";
+      } catch (error) {
+        if (error instanceof ConnectFailure && error.refused) return "gone";
+      } finally {
+        conn.session.close();
+      }
+    }
+    return "same";
+  }
+
+  /** Shuts an instance down on `sessionId`'s behalf so its supervisor restarts it clean (SPEC 4.6). */
+  async recycle(address: string, sessionId: string): Promise<boolean> {
+    const { logger } = this.options;
+    try {
+      const { token } = await issueToken(this.options.jwtSecret, { sub: "gateway", role: "system", session_id: sessionId }, 60_000);
+      const conn = this.options.upstream.get(address);
+      const reply = await rawUnary(
+        conn.session,
+        shutdownPath,
+        emptyRequest,
+        { authorization: token, "session-id": sessionId },
+        this.options.healthTimeoutMs * 2,
+      );
+      if (reply.status !== 0) {
+        logger.info({ address, sessionId, status: reply.status, message: reply.message }, "recycle: instance did not shut down");
+        return false;
+      }
+      return true;
+    } catch (error) {
+      logger.warn({ address, sessionId, err: error }, "recycle failed");
+      return false;
+    }
+  }
+}

@@ -1,0 +1,105 @@
+import { type Client, Code, ConnectError, type HandlerContext, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { EchoRequest, EchoResponse, ShutdownResponse } from "../../gen/my_service/my_service_pb.js";
+import { MyServiceAPI } from "../../gen/my_service/my_service_pb.js";
+import { messages, toConnectError } from "../errors.js";
+import type { LeaseKeeper } from "../leases/lease-keeper.js";
+import type { Lease } from "../leases/lease-store.js";
+import { type ProxiedMethod, type SessionRouter, transferHeaders } from "../routing/session-router.js";
+
+/** Options of `createConnectProxy`. */
+export interface ConnectProxyOptions {
+  readonly router: SessionRouter;
+  readonly keeper: LeaseKeeper;
+  readonly maxMessageBytes: number;
+}
+
+/**
+ * MyService* for the Connect and gRPC-Web protocols (browsers, curl): the same routing as the
+ * native relay, through a connect-node client per instance. Slower than the relay, which
+ * serves every native gRPC call; instance errors pass through unchanged.
+ */
+export function createConnectProxy(options: ConnectProxyOptions) {
+  const clients = new Map<string, Client<typeof MyServiceAPI>>();
+  const clientFor = (address: string) => {
+    let client = clients.get(address);
+    if (client === undefined) {
+      client = createClient(
+        MyServiceAPI,
+        createGrpcTransport({
+          baseUrl: `http://${address}`,
+          readMaxBytes: options.maxMessageBytes,
+          writeMaxBytes: options.maxMessageBytes,
+        }),
+      );
+      clients.set(address, client);
+    }
+    return client;
+  };
+
+  async function route(method: ProxiedMethod, context: HandlerContext) {
+    try {
+      const caller = await options.router.authenticate(
+        context.requestHeader.get("session-id") ?? undefined,
+        context.requestHeader.get("authorization") ?? undefined,
+      );
+      const { lease, transfer } = options.router.route(method, caller);
+      if (transfer !== undefined) {
+        context.responseHeader.set(transferHeaders.from, transfer.fromPod);
+        context.responseHeader.set(transferHeaders.to, transfer.toPod);
+        context.responseHeader.set(transferHeaders.reason, transfer.reason);
+      }
+      return { caller, lease };
+    } catch (error) {
+      throw toConnectError(error);
+    }
+  }
+
+  function callOptions(context: HandlerContext) {
+    const headers = new Headers();
+    for (const name of ["authorization", "session-id", "x-request-id"]) {
+      const value = context.requestHeader.get(name);
+      if (value !== null) headers.set(name, value);
+    }
+    return { headers, signal: context.signal, timeoutMs: context.timeoutMs() };
+  }
+
+  function upstreamError(error: unknown): ConnectError {
+    if (error instanceof ConnectError && error.code !== Code.Unavailable) return error;
+    return new ConnectError(messages.unavailable, Code.Unavailable, undefined, undefined, error);
+  }
+
+  return {
+    async echo(request: EchoRequest, context: HandlerContext): Promise<EchoResponse> {
+      const { lease } = await route("MyServiceEcho", context);
+      try {
+        return await clientFor(lease.instanceAddress).myServiceEcho(request, callOptions(context));
+      } catch (error) {
+        throw upstreamError(error);
+      }
+    },
+    async *subscribe(request: EchoRequest, context: HandlerContext): AsyncIterable<EchoResponse> {
+      const { caller, lease } = await route("MyServiceSubscribe", context);
+      options.keeper.streamOpened(caller.sessionId);
+      try {
+        yield* clientFor(lease.instanceAddress).myServiceSubscribe(request, callOptions(context));
+      } catch (error) {
+        if (context.signal.aborted) return;
+        throw upstreamError(error);
+      } finally {
+        options.keeper.streamClosed(caller.sessionId);
+      }
+    },
+    async shutdown(context: HandlerContext): Promise<ShutdownResponse> {
+      const { lease } = await route("MyServiceShutdown", context);
+      let reply: ShutdownResponse;
+      try {
+        reply = await clientFor(lease.instanceAddress).myServiceShutdown({}, callOptions(context));
+      } catch (error) {
+        throw upstreamError(error);
+      }
+      options.router.releaseAfterShutdown(lease as Lease);
+      return reply;
+    },
+  };
+}

@@ -1,0 +1,158 @@
+import { Code } from "@connectrpc/connect";
+import { type AuthFailure, authenticateCall } from "../../common/metadata-auth.js";
+import type { TokenClaims, TokenVerifier } from "../../common/tokens.js";
+import { GatewayError, busyError, messages, unavailableError } from "../errors.js";
+import type { LeaseKeeper } from "../leases/lease-keeper.js";
+import type { Lease, LeaseStore } from "../leases/lease-store.js";
+
+/** The three proxied methods. */
+export type ProxiedMethod = "MyServiceEcho" | "MyServiceSubscribe" | "MyServiceShutdown";
+
+/** An authenticated caller. */
+export interface Caller {
+  readonly sessionId: string;
+  readonly claims: TokenClaims;
+}
+
+/** A session moved to another instance (SPEC 4.8); sent to the client as metadata. */
+export interface Transfer {
+  readonly fromPod: string;
+  readonly toPod: string;
+  readonly reason: string;
+}
+
+/** Metadata keys naming a transfer on the response (headers, or trailers of an open stream). */
+export const transferHeaders = {
+  from: "x-session-transferred-from",
+  to: "x-session-transferred-to",
+  reason: "x-session-transfer-reason",
+} as const;
+
+/** Options of `SessionRouter`. */
+export interface SessionRouterOptions {
+  readonly store: LeaseStore;
+  readonly keeper: LeaseKeeper;
+  readonly verifyToken: TokenVerifier;
+  readonly leaseIdleTtlMs: number;
+  /** Most sessions one user may hold at once; 0 = no limit. */
+  readonly maxSessionsPerUser?: number;
+  /** Retry hint sent with RESOURCE_EXHAUSTED, milliseconds. */
+  readonly busyRetryAfterMs?: number;
+  /** Observes every allocation attempt (metrics). */
+  readonly onAllocation?: (result: "acquired" | "busy" | "unavailable" | "user-limit", durationMs: number) => void;
+}
+
+const authErrors: Record<AuthFailure, GatewayError> = {
+  "missing-session-id": new GatewayError(Code.Unauthenticated, messages.missingSessionId),
+  "invalid-token": new GatewayError(Code.Unauthenticated, messages.invalidToken),
+};
+
+/**
+ * Decides where a MyService* call goes: authenticates it (SPEC 4.2), finds or acquires the
+ * session's lease (4.3), applies the owner check, and moves a session whose instance died
+ * (4.8). Shared by the native gRPC relay and the Connect/gRPC-Web proxy.
+ */
+export class SessionRouter {
+  /** Sessions whose lease was released because their instance died: the next call says so. */
+  private readonly lostLeases = new Map<string, { pod: string; reason: string }>();
+
+  constructor(private readonly options: SessionRouterOptions) {}
+
+  /** Checks `session-id` then the token; returns the caller or throws UNAUTHENTICATED. */
+  authenticate(sessionIdHeader: string | undefined, authorization: string | undefined): Caller | Promise<Caller> {
+    const result = authenticateCall(sessionIdHeader, authorization, this.options.verifyToken);
+    if (result instanceof Promise) {
+      return result.then((r) => {
+        if (!r.ok) throw authErrors[r.failure];
+        return { sessionId: r.sessionId, claims: r.claims };
+      });
+    }
+    if (!result.ok) throw authErrors[result.failure];
+    return { sessionId: result.sessionId, claims: result.claims };
+  }
+
+  /**
+   * The lease a call of `caller` must use; acquires one for Echo/Subscribe of a session
+   * without a lease. Also returns a transfer when the session's previous instance was lost.
+   */
+  route(method: ProxiedMethod, caller: Caller): { lease: Lease; transfer?: Transfer } {
+    const { store, keeper } = this.options;
+    const existing = store.get(caller.sessionId);
+    if (existing !== undefined) {
+      this.checkOwner(existing, caller);
+      keeper.touch(caller.sessionId);
+      return { lease: existing };
+    }
+    if (method === "MyServiceShutdown") {
+      throw new GatewayError(Code.PermissionDenied, messages.sessionNotSet);
+    }
+    const lease = this.acquire(caller);
+    const lost = this.lostLeases.get(caller.sessionId);
+    if (lost !== undefined) {
+      this.lostLeases.delete(caller.sessionId);
+      return { lease, transfer: { fromPod: lost.pod, toPod: lease.podName, reason: lost.reason } };
+    }
+    return { lease };
+  }
+
+  private acquire(caller: Caller, avoidAddress?: string): Lease {
+    const { store, maxSessionsPerUser } = this.options;
+    const started = performance.now();
+    const done = (result: "acquired" | "busy" | "unavailable" | "user-limit") =>
+      this.options.onAllocation?.(result, performance.now() - started);
+    if (maxSessionsPerUser !== undefined && maxSessionsPerUser > 0 && store.countByOwner(caller.claims.sub) >= maxSessionsPerUser) {
+      done("user-limit");
+      throw new GatewayError(
+        Code.ResourceExhausted,
+        `user ${caller.claims.sub} already holds ${maxSessionsPerUser} sessions (the per-user limit)`,
+      );
+    }
+    const result = store.acquire(caller.sessionId, caller.claims.sub, this.options.leaseIdleTtlMs, avoidAddress);
+    switch (result.kind) {
+      case "existing":
+        this.checkOwner(result.lease, caller);
+        return result.lease;
+      case "acquired":
+        done("acquired");
+        this.options.keeper.touch(caller.sessionId);
+        return result.lease;
+      case "busy":
+        done("busy");
+        throw busyError(this.options.busyRetryAfterMs ?? 1000);
+      case "unavailable":
+        done("unavailable");
+        throw unavailableError();
+    }
+  }
+
+  private checkOwner(lease: Lease, caller: Caller): void {
+    if (lease.owner !== caller.claims.sub) {
+      throw new GatewayError(Code.PermissionDenied, `session ${caller.sessionId} belongs to another user`);
+    }
+  }
+
+  /**
+   * Moves a session off `lost` (its instance died or restarted) to the free instance free for
+   * longest, once. Throws RESOURCE_EXHAUSTED / UNAVAILABLE as in SPEC 4.3 when none is free.
+   */
+  transfer(caller: Caller, lost: Lease, reason: string): { lease: Lease; transfer: Transfer } {
+    this.options.store.release(lost.sessionId, lost.instanceAddress);
+    this.lostLeases.delete(lost.sessionId);
+    const lease = this.acquire(caller, lost.instanceAddress);
+    return { lease, transfer: { fromPod: lost.podName, toPod: lease.podName, reason } };
+  }
+
+  /** Remembers that a session lost its instance, so its next call reports the transfer. */
+  noteLostLease(lease: Lease, reason: string): void {
+    if (this.lostLeases.size >= 100_000) {
+      const oldest = this.lostLeases.keys().next();
+      if (!oldest.done) this.lostLeases.delete(oldest.value);
+    }
+    this.lostLeases.set(lease.sessionId, { pod: lease.podName, reason });
+  }
+
+  /** Releases the lease after a successful Shutdown (SPEC 4.5). */
+  releaseAfterShutdown(lease: Lease): void {
+    this.options.store.release(lease.sessionId, lease.instanceAddress);
+  }
+}

@@ -1,0 +1,168 @@
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import type { AddressInfo } from "node:net";
+import type { ConnectRouter } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "../common/logger.js";
+import { createTokenVerifier } from "../common/tokens.js";
+import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { createLogin } from "./auth/login-service.js";
+import type { UserStore } from "./auth/user-store.js";
+import type { GatewayConfig } from "./config.js";
+import { createFrontDoor } from "./front-door.js";
+import { registerHealthService } from "./ops/health-service.js";
+import { LeaseKeeper } from "./leases/lease-keeper.js";
+import { LeaseStore } from "./leases/lease-store.js";
+import { combinedDiscovery, dnsDiscovery, staticDiscovery } from "./pool/discovery.js";
+import { InstancePool } from "./pool/instance-pool.js";
+import { createConnectProxy } from "./proxy/connect-proxy.js";
+import { createGrpcRelay, isNativeGrpc, relayedPaths } from "./proxy/grpc-relay.js";
+import { UpstreamPool } from "./proxy/upstream-pool.js";
+import { SessionRouter } from "./routing/session-router.js";
+
+/** What the gateway is built from besides its configuration. */
+export interface GatewayDeps {
+  readonly logger: Logger;
+  readonly users: UserStore;
+}
+
+/** A built gateway: `start()` reconciles and listens, `close()` drains and stops. */
+export interface Gateway {
+  readonly store: LeaseStore;
+  readonly pool: InstancePool;
+  readonly keeper: LeaseKeeper;
+  readonly router: SessionRouter;
+  /** Reconciles with the instances (SPEC 4.7), then listens. Resolves to the bound port. */
+  start(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Builds the gateway from its parts; only `main.ts` reads the environment and handles signals. */
+export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway {
+  const { logger, users } = deps;
+  const store = new LeaseStore({ path: config.leaseDbPath, synchronous: config.leaseDbSynchronous });
+  const upstream = new UpstreamPool({ connectTimeoutMs: config.upstreamConnectTimeoutMs });
+  const verifyToken = createTokenVerifier({ secret: config.jwtSecret });
+  let pool: InstancePool;
+  const keeper = new LeaseKeeper({
+    store,
+    idleTtlMs: config.leaseIdleTtlMs,
+    logger,
+    onExpired: (lease) => {
+      router.noteLostLease(lease, "expired");
+      void pool.recycle(lease.instanceAddress, lease.sessionId);
+    },
+  });
+  const router = new SessionRouter({ store, keeper, verifyToken, leaseIdleTtlMs: config.leaseIdleTtlMs });
+  const discovery = combinedDiscovery([
+    ...(config.instanceAddresses.length > 0 ? [staticDiscovery(config.instanceAddresses)] : []),
+    ...(config.instanceDns !== undefined ? [dnsDiscovery(config.instanceDns)] : []),
+  ]);
+  pool = new InstancePool({
+    store,
+    upstream,
+    discovery,
+    healthIntervalMs: config.healthIntervalMs,
+    healthTimeoutMs: config.healthTimeoutMs,
+    failureThreshold: config.healthFailureThreshold,
+    discoveryIntervalMs: config.discoveryIntervalMs,
+    jwtSecret: config.jwtSecret,
+    logger,
+    onLeaseReleased: (lease, reason) => router.noteLostLease(lease, reason),
+  });
+
+  const relay = createGrpcRelay({ router, pool, upstream, keeper, maxMessageBytes: config.maxMessageBytes, logger });
+  const proxy = createConnectProxy({ router, keeper, maxMessageBytes: config.maxMessageBytes });
+  const login = createLogin({ users, jwtSecret: config.jwtSecret, tokenLifetimeMs: config.tokenLifetimeMs, logger });
+
+  let closing = false;
+  const routes = (r: ConnectRouter) => {
+    r.service(MyServiceAPI, {
+      login: (request) => login(request),
+      myServiceEcho: (request, context) => proxy.echo(request, context),
+      myServiceSubscribe: (request, context) => proxy.subscribe(request, context),
+      myServiceShutdown: (_request, context) => proxy.shutdown(context),
+    });
+    registerHealthService(r, { live: () => !closing, ready: () => pool.healthyCount() > 0 });
+  };
+  const handler = connectNodeAdapter({
+    routes,
+    readMaxBytes: config.maxMessageBytes,
+    writeMaxBytes: config.maxMessageBytes,
+    fallback(request, response) {
+      if (request.method === "GET" && request.url === "/healthz") {
+        response.writeHead(closing ? 503 : 200, { "content-type": "text/plain" });
+        response.end(closing ? "stopping\n" : "ok\n");
+        return;
+      }
+      if (request.method === "GET" && request.url === "/readyz") {
+        const ready = !closing && pool.healthyCount() > 0;
+        response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
+        response.end(ready ? "ready\n" : "no healthy instance\n");
+        return;
+      }
+      response.writeHead(404, { "content-type": "text/plain" });
+      response.end("not found\n");
+    },
+  });
+
+  const h2 = http2.createServer({
+    maxSessionMemory: 64,
+    settings: { maxConcurrentStreams: 1000, initialWindowSize: 1 << 20 },
+  });
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.on("error", () => {});
+    session.on("close", () => sessions.delete(session));
+    try {
+      session.setLocalWindowSize(16 << 20);
+    } catch {}
+  });
+  h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+    const method = relayedPaths.get(headers[":path"] as string);
+    if (method !== undefined && isNativeGrpc(headers)) {
+      relay(stream, headers, method);
+      return;
+    }
+    stream.on("error", () => {});
+    const request = new http2.Http2ServerRequest(stream, headers, {}, rawHeaders);
+    const response = new http2.Http2ServerResponse(stream);
+    handler(request, response);
+  });
+  const h1 = http.createServer(handler);
+  h1.keepAliveTimeout = 65_000;
+  const door = createFrontDoor({ h2, h1 });
+
+  return {
+    store,
+    pool,
+    keeper,
+    router,
+    async start() {
+      await pool.start();
+      keeper.start();
+      await new Promise<void>((resolve, reject) => {
+        door.once("error", reject);
+        door.listen(config.port, config.host, () => {
+          door.off("error", reject);
+          resolve();
+        });
+      });
+      return (door.address() as AddressInfo).port;
+    },
+    async close() {
+      closing = true;
+      door.close();
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      await new Promise((resolve) => setTimeout(resolve, 100).unref());
+      for (const session of sessions) session.destroy();
+      h1.closeAllConnections();
+      pool.stop();
+      keeper.stop();
+      upstream.close();
+      store.close();
+    },
+  };
+}

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { hostname } from "node:os";
+import { describe, it } from "node:test";
+import { ConfigError } from "../common/env.js";
+import { loadConfig } from "./config.js";
+
+const secret = "x".repeat(32);
+
+function problemsOf(env: Record<string, string | undefined>): readonly string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected a ConfigError, got ${String(error)}`);
+    assert.equal(error.process, "myservice");
+    return error.problems;
+  }
+  assert.fail("expected loadConfig to throw");
+}
+
+describe("myservice loadConfig()", () => {
+  it("fills the defaults of SPEC 6", () => {
+    const config = loadConfig({ JWT_SECRET: secret });
+    assert.deepEqual(config, {
+      port: 5000,
+      host: "0.0.0.0",
+      jwtSecret: secret,
+      subscribeIntervalMs: 5000,
+      podName: hostname(),
+      logLevel: "info",
+      logFormat: "json",
+    });
+    assert.ok(Object.isFrozen(config));
+  });
+
+  it("reads every variable", () => {
+    assert.deepEqual(
+      loadConfig({
+        JWT_SECRET: secret,
+        SERVICE_PORT_GRPC: "5001",
+        LISTEN_HOST: "127.0.0.1",
+        SUBSCRIBE_INTERVAL_MS: "250",
+        HOSTNAME: "pod-7",
+        LOG_LEVEL: "warn",
+        LOG_FORMAT: "pretty",
+      }),
+      {
+        port: 5001,
+        host: "127.0.0.1",
+        jwtSecret: secret,
+        subscribeIntervalMs: 250,
+        podName: "pod-7",
+        logLevel: "warn",
+        logFormat: "pretty",
+      },
+    );
+  });
+
+  it("requires JWT_SECRET of at least 32 bytes", () => {
+    assert.match(problemsOf({})[0] as string, /^JWT_SECRET is required/);
+    assert.deepEqual(problemsOf({ JWT_SECRET: "x".repeat(31) }), ["JWT_SECRET is too short: use at least 32 bytes"]);
+  });
+
+  it("refuses bad values", () => {
+    for (const [name, value] of [
+      ["SERVICE_PORT_GRPC", "65536"],
+      ["SERVICE_PORT_GRPC", "five"],
+      ["SUBSCRIBE_INTERVAL_MS", "0"],
+      ["SUBSCRIBE_INTERVAL_MS", "5s"],
+      ["SUBSCRIBE_INTERVAL_MS", "1.5"],
+      ["LOG_LEVEL", "loud"],
+      ["LOG_FORMAT", "text"],
+    ] as const) {
+      const problems = problemsOf({ JWT_SECRET: secret, [name]: value });
+      assert.equal(problems.length, 1, `${name}=${value}`);
+      assert.ok((problems[0] as string).includes(name), problems[0]);
+    }
+  });
+
+  it("reports all problems at once", () => {
+    const problems = problemsOf({ SERVICE_PORT_GRPC: "x", SUBSCRIBE_INTERVAL_MS: "-1", LOG_FORMAT: "x" });
+    assert.equal(problems.length, 4, problems.join("\n"));
+  });
+});

@@ -1,0 +1,15 @@
+import { resolve } from "node:path";
+import { checkCompose, loadYaml } from "./compose-check.js";
+
+const file = resolve(process.argv[2] ?? "compose.yaml");
+try {
+  const problems = checkCompose(loadYaml(file));
+  if (problems.length > 0) {
+    process.stderr.write(`check-compose: ${file}:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(`check-compose: ${file}: structure and environment in step with npm run up: ok\n`);
+} catch (error) {
+  process.stderr.write(`check-compose: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+}

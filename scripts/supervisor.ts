@@ -1,0 +1,294 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { canConnect } from "./net-util.js";
+import type { ProcessInfo, ProcessKind, ProcessState } from "./up-protocol.js";
+
+/** How to run one supervised process. */
+export interface ProcessSpec {
+  /** Unique name, used in logs and the control API. */
+  readonly name: string;
+  readonly kind: ProcessKind;
+  /** Pod name of an instance, `null` for the gateway. */
+  readonly podName: string | null;
+  /** Port the process listens on; a TCP connect to `probeHost:port` marks it running. */
+  readonly port: number;
+  /** Address the readiness probe connects to. */
+  readonly probeHost: string;
+  readonly command: string;
+  readonly args: readonly string[];
+  /** Complete environment of the child. */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly cwd: string;
+}
+
+/** Restart delays; all in milliseconds. */
+export interface BackoffOptions {
+  /** First delay after a failure. Default 100. */
+  readonly initialMs: number;
+  /** Largest delay; it doubles per failure up to this. Default 5000. */
+  readonly maxMs: number;
+  /** A process that stayed up this long starts again from `initialMs`. Default 10,000. */
+  readonly resetAfterMs: number;
+  /** Delay after a clean exit (code 0) of a process that had become ready, e.g. after Shutdown. Default 50. */
+  readonly cleanExitMs: number;
+}
+
+/** Options of `createSupervisor`. */
+export interface SupervisorOptions {
+  readonly specs: readonly ProcessSpec[];
+  /** Receives raw output of a child; `null` marks the end of that stream. */
+  readonly onOutput: (name: string, stream: "stdout" | "stderr", chunk: Buffer | null) => void;
+  /** The supervisor's own messages (exits, restarts). */
+  readonly log: (message: string) => void;
+  /** Called after every change of any process's state, pid, restarts or hold. */
+  readonly onChange: () => void;
+  readonly backoff?: Partial<BackoffOptions>;
+  /** Wait between SIGTERM and SIGKILL when stopping, milliseconds. Default 3000. */
+  readonly stopTimeoutMs?: number;
+  /** Period of the readiness probe (TCP connect) while starting, milliseconds. Default 100. */
+  readonly probeIntervalMs?: number;
+}
+
+/** Starts, watches and restarts a fixed set of processes. */
+export interface Supervisor {
+  /** Starts every process that is not held. */
+  startAll(): void;
+  /** Snapshot of every process, in spec order. */
+  list(): ProcessInfo[];
+  /** Names of the processes `name` addresses (`instances` = every myservice), or `[]`. */
+  resolve(name: string): string[];
+  /** SIGKILL; the process restarts with backoff. Resolves once it exited (at most ~2 s). */
+  kill(name: string): Promise<void>;
+  /** Holds the process stopped: SIGTERM, SIGKILL after the stop timeout; no restart. */
+  stop(name: string): Promise<void>;
+  /** Releases the hold and starts the process now if it is not running. */
+  start(name: string): void;
+  /** Sends `signal` to the running process, if any; does not change the hold. */
+  signal(name: string, signal: NodeJS.Signals): void;
+  /** Stops every process (no restarts afterwards). */
+  shutdown(): Promise<void>;
+  /** Last resort on exit: SIGKILL every child synchronously. */
+  killAllNow(): void;
+}
+
+interface Managed {
+  readonly spec: ProcessSpec;
+  child: ChildProcess | undefined;
+  state: ProcessState;
+  restarts: number;
+  starts: number;
+  held: boolean;
+  backoffMs: number;
+  startedAtMs: number;
+  becameReady: boolean;
+  restartTimer: NodeJS.Timeout | undefined;
+  exitWaiters: Array<() => void>;
+}
+
+const defaultBackoff: BackoffOptions = { initialMs: 100, maxMs: 5000, resetAfterMs: 10_000, cleanExitMs: 50 };
+
+/** Creates a supervisor for `options.specs`; nothing runs until `startAll()`. */
+export function createSupervisor(options: SupervisorOptions): Supervisor {
+  const backoff: BackoffOptions = { ...defaultBackoff, ...options.backoff };
+  const stopTimeoutMs = options.stopTimeoutMs ?? 3000;
+  const probeIntervalMs = options.probeIntervalMs ?? 100;
+  const managed = new Map<string, Managed>();
+  let shuttingDown = false;
+  for (const spec of options.specs) {
+    managed.set(spec.name, {
+      spec,
+      child: undefined,
+      state: "stopped",
+      restarts: 0,
+      starts: 0,
+      held: false,
+      backoffMs: backoff.initialMs,
+      startedAtMs: 0,
+      becameReady: false,
+      restartTimer: undefined,
+      exitWaiters: [],
+    });
+  }
+
+  function get(name: string): Managed {
+    const m = managed.get(name);
+    if (m === undefined) throw new Error(`unknown process ${name}`);
+    return m;
+  }
+
+  function setState(m: Managed, state: ProcessState): void {
+    m.state = state;
+    options.onChange();
+  }
+
+  function clearRestart(m: Managed): void {
+    if (m.restartTimer !== undefined) clearTimeout(m.restartTimer);
+    m.restartTimer = undefined;
+  }
+
+  function launch(m: Managed): void {
+    clearRestart(m);
+    if (shuttingDown || m.held || m.child !== undefined) return;
+    const { spec } = m;
+    const child = spawn(spec.command, [...spec.args], { cwd: spec.cwd, env: spec.env, stdio: ["pipe", "pipe", "pipe"] });
+    m.child = child;
+    m.startedAtMs = Date.now();
+    m.becameReady = false;
+    if (m.starts > 0) m.restarts++;
+    m.starts++;
+    // stdin stays open: the child's exit-with-parent hook ends it when this launcher dies.
+    child.stdin?.on("error", () => {});
+    for (const stream of ["stdout", "stderr"] as const) {
+      const readable = child[stream];
+      readable?.on("data", (chunk: Buffer) => options.onOutput(spec.name, stream, chunk));
+      readable?.on("end", () => options.onOutput(spec.name, stream, null));
+      readable?.on("error", () => {});
+    }
+    let exited = false;
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (exited) return;
+      exited = true;
+      handleExit(m, child, code, signal);
+    };
+    child.once("exit", onExit);
+    child.once("error", (error) => {
+      options.log(`${spec.name}: ${error.message}`);
+      if (child.pid === undefined) onExit(null, null);
+    });
+    setState(m, "starting");
+    probe(m, child);
+  }
+
+  function probe(m: Managed, child: ChildProcess): void {
+    setTimeout(async () => {
+      if (m.child !== child) return;
+      const ready = await canConnect(m.spec.port, m.spec.probeHost, 500);
+      if (m.child !== child) return;
+      if (!ready) return probe(m, child);
+      m.becameReady = true;
+      setState(m, "running");
+    }, probeIntervalMs);
+  }
+
+  function handleExit(m: Managed, child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (m.child !== child) return;
+    m.child = undefined;
+    const upMs = Date.now() - m.startedAtMs;
+    const how = signal !== null ? `killed by ${signal}` : `exited with code ${code}`;
+    for (const resolve of m.exitWaiters.splice(0)) resolve();
+    if (shuttingDown || m.held) {
+      options.log(`${m.spec.name} ${how}${m.held ? " (held stopped)" : ""}`);
+      setState(m, "stopped");
+      return;
+    }
+    if (upMs >= backoff.resetAfterMs) m.backoffMs = backoff.initialMs;
+    let delayMs: number;
+    if (code === 0 && m.becameReady) {
+      // SPEC 4.5: an instance exits 0 after Shutdown; bringing it back fast is the normal recycle.
+      delayMs = backoff.cleanExitMs;
+    } else {
+      delayMs = m.backoffMs;
+      m.backoffMs = Math.min(backoff.maxMs, m.backoffMs * 2);
+    }
+    options.log(`${m.spec.name} ${how} after ${upMs} ms; restarting in ${delayMs} ms`);
+    m.restartTimer = setTimeout(() => launch(m), delayMs);
+    setState(m, "backoff");
+  }
+
+  function waitExit(m: Managed, timeoutMs: number): Promise<void> {
+    if (m.child === undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      m.exitWaiters.push(done);
+    });
+  }
+
+  async function terminate(m: Managed): Promise<void> {
+    const child = m.child;
+    if (child === undefined) return;
+    const exited = waitExit(m, stopTimeoutMs + 2000);
+    child.kill("SIGTERM");
+    // A process paused with SIGSTOP handles SIGTERM only once continued.
+    child.kill("SIGCONT");
+    const timer = setTimeout(() => {
+      if (m.child === child) {
+        options.log(`${m.spec.name} did not stop within ${stopTimeoutMs} ms; sending SIGKILL`);
+        child.kill("SIGKILL");
+      }
+    }, stopTimeoutMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  function info(m: Managed): ProcessInfo {
+    return {
+      name: m.spec.name,
+      kind: m.spec.kind,
+      podName: m.spec.podName,
+      port: m.spec.port,
+      pid: m.child?.pid ?? null,
+      state: m.state,
+      restarts: m.restarts,
+      held: m.held,
+    };
+  }
+
+  return {
+    startAll() {
+      for (const m of managed.values()) launch(m);
+    },
+    list: () => [...managed.values()].map(info),
+    resolve(name) {
+      if (name === "instances") return [...managed.values()].filter((m) => m.spec.kind === "myservice").map((m) => m.spec.name);
+      return managed.has(name) ? [name] : [];
+    },
+    async kill(name) {
+      const m = get(name);
+      if (m.child === undefined) return;
+      const exited = waitExit(m, 2000);
+      m.child.kill("SIGKILL");
+      await exited;
+    },
+    async stop(name) {
+      const m = get(name);
+      m.held = true;
+      clearRestart(m);
+      if (m.child === undefined) setState(m, "stopped");
+      else await terminate(m);
+    },
+    start(name) {
+      const m = get(name);
+      const wasHeld = m.held;
+      m.held = false;
+      if (m.child !== undefined) {
+        if (wasHeld) options.onChange();
+        return;
+      }
+      m.backoffMs = backoff.initialMs;
+      launch(m);
+    },
+    signal(name, signal) {
+      get(name).child?.kill(signal);
+    },
+    async shutdown() {
+      shuttingDown = true;
+      for (const m of managed.values()) {
+        clearRestart(m);
+        if (m.child === undefined && m.state !== "stopped") setState(m, "stopped");
+      }
+      await Promise.all([...managed.values()].map(terminate));
+    },
+    killAllNow() {
+      for (const m of managed.values()) {
+        try {
+          m.child?.kill("SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    },
+  };
+}

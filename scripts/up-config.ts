@@ -1,0 +1,129 @@
+import { isAbsolute, join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+
+/** Options of the local launcher, resolved once from argv and the environment. */
+export interface UpOptions {
+  /** `--instances` / `UP_INSTANCES`: number of myservice processes. Default 3. */
+  readonly instances: number;
+  /** `--gateway-port` / `SERVICE_PORT_GRPC`: gateway port; 0 picks a free one. Default 10000. */
+  readonly gatewayPort: number;
+  /** `--instance-base-port` / `UP_INSTANCE_BASE_PORT`: first instance port (then +1, +2...); 0 picks free ones. Default 5001. */
+  readonly instanceBasePort: number;
+  /** `--data-dir` / `UP_DATA_DIR`: absolute folder for the lease database and state file. Default `<repo>/data`. */
+  readonly dataDir: string;
+  /** `--control-port` / `UP_CONTROL_PORT`: control API port on 127.0.0.1; 0 picks a free one. Default 10099. */
+  readonly controlPort: number;
+  /** `--state-file` / `UP_STATE_FILE`: absolute path of the state file. Default `<data-dir>/up-stack.json`. */
+  readonly stateFile: string;
+  /** `false` with `--no-gateway`: run the instances only. */
+  readonly gateway: boolean;
+  /** `--exit-with-stdin`: stop everything when stdin (a pipe from the parent) closes. */
+  readonly exitWithStdin: boolean;
+  /** `--help`. */
+  readonly help: boolean;
+}
+
+/** Bad command line or environment; the message lists every problem. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+/** Text of `npm run up -- --help`. */
+export const usage = `Usage: npm run up -- [options]
+
+Runs the gateway and N myservice instances on this machine, restarts any that exit, and
+serves a control API on 127.0.0.1. Ctrl-C stops everything.
+
+Options (environment variable in brackets):
+  --instances N             myservice processes [UP_INSTANCES] (default 3)
+  --gateway-port P          gateway port [SERVICE_PORT_GRPC] (default 10000; 0 = a free port)
+  --instance-base-port P    first instance port, then P+1, ... [UP_INSTANCE_BASE_PORT]
+                            (default 5001; 0 = free ports)
+  --data-dir DIR            lease database and state file [UP_DATA_DIR] (default data/)
+  --control-port P          control API on 127.0.0.1 [UP_CONTROL_PORT] (default 10099; 0 = free)
+  --state-file FILE         state file [UP_STATE_FILE] (default <data-dir>/up-stack.json)
+  --no-gateway              run the instances only
+  --exit-with-stdin         stop when stdin closes (for harnesses that spawn the launcher)
+  --help                    this text
+
+Environment passed to the processes: JWT_SECRET (a development secret if unset),
+TOKEN_EXPIRATION (1h), LEASE_IDLE_TTL (5m), SUBSCRIBE_INTERVAL_MS (5000), LOG_LEVEL (info),
+LOG_FORMAT (pretty), LISTEN_HOST of the gateway (0.0.0.0), USERS_FILE
+(gateway/dev-users.json); any other variable is inherited unchanged.`;
+
+function integer(problems: string[], label: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  if (text === undefined || text.trim() === "") return fallback;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || n < min || n > max) {
+    problems.push(`${label}=${JSON.stringify(text)}: expected a whole number from ${min} to ${max}`);
+    return fallback;
+  }
+  return n;
+}
+
+/**
+ * Parses the launcher's command line, with environment variables as fallbacks. Relative
+ * paths are taken from `cwd`, the data folder defaults to `<repoRoot>/data`. Throws a
+ * `UsageError` listing every problem.
+ */
+export function parseUpOptions(
+  argv: readonly string[],
+  env: Readonly<Record<string, string | undefined>>,
+  repoRoot: string,
+  cwd: string,
+): UpOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        instances: { type: "string" },
+        "gateway-port": { type: "string" },
+        "instance-base-port": { type: "string" },
+        "data-dir": { type: "string" },
+        "control-port": { type: "string" },
+        "state-file": { type: "string" },
+        "no-gateway": { type: "boolean" },
+        "exit-with-stdin": { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+    }));
+  } catch (error) {
+    throw new UsageError(error instanceof Error ? error.message : String(error));
+  }
+  const str = (name: string) => values[name] as string | undefined;
+  const problems: string[] = [];
+  const instances = integer(problems, "--instances", str("instances") ?? env.UP_INSTANCES, 3, 1, 100);
+  const gatewayPort = integer(problems, "--gateway-port", str("gateway-port") ?? env.SERVICE_PORT_GRPC, 10_000, 0, 65_535);
+  const instanceBasePort = integer(
+    problems,
+    "--instance-base-port",
+    str("instance-base-port") ?? env.UP_INSTANCE_BASE_PORT,
+    5001,
+    0,
+    65_535,
+  );
+  if (instanceBasePort !== 0 && instanceBasePort + instances - 1 > 65_535) {
+    problems.push(`--instance-base-port ${instanceBasePort} leaves no room for ${instances} instances`);
+  }
+  const controlPort = integer(problems, "--control-port", str("control-port") ?? env.UP_CONTROL_PORT, 10_099, 0, 65_535);
+  const absolute = (path: string) => (isAbsolute(path) ? path : resolve(cwd, path));
+  const dataDirText = str("data-dir") ?? env.UP_DATA_DIR;
+  const dataDir = dataDirText ? absolute(dataDirText) : join(repoRoot, "data");
+  const stateFileText = str("state-file") ?? env.UP_STATE_FILE;
+  const stateFile = stateFileText ? absolute(stateFileText) : join(dataDir, "up-stack.json");
+  if (problems.length > 0) throw new UsageError(problems.join("\n"));
+  return Object.freeze({
+    instances,
+    gatewayPort,
+    instanceBasePort,
+    dataDir,
+    controlPort,
+    stateFile,
+    gateway: values["no-gateway"] !== true,
+    exitWithStdin: values["exit-with-stdin"] === true,
+    help: values.help === true,
+  });
+}

@@ -1,0 +1,243 @@
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { devJwtSecret } from "../common/dev-defaults.js";
+import { createControlServer } from "./control-server.js";
+import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
+import { pickFreePorts, portProblem } from "./net-util.js";
+import { watchParentPipe } from "./parent-watch.js";
+import { gatewayEnv, myserviceEnv, stackDefaults, type StackSettings } from "./stack-env.js";
+import { createSupervisor, type ProcessSpec } from "./supervisor.js";
+import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
+import { repoRoot } from "./up-control-client.js";
+import type { UpState } from "./up-protocol.js";
+
+/** Hard limit for a clean stop of everything before the launcher kills what is left. */
+const shutdownLimitMs = 10_000;
+
+function loadOptions(): UpOptions {
+  try {
+    return parseUpOptions(process.argv.slice(2), process.env, repoRoot, process.cwd());
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`up: ${error.message}\n\n${usage}\n`);
+    process.exit(2);
+  }
+}
+
+/** Replaces every port 0 by a free loopback port, once, so a restarted process keeps its port. */
+async function resolvePorts(options: UpOptions) {
+  const wanted = [options.gatewayPort, options.controlPort, ...Array.from({ length: options.instances }, (_, i) =>
+    options.instanceBasePort === 0 ? 0 : options.instanceBasePort + i,
+  )];
+  const free = await pickFreePorts(wanted.filter((p) => p === 0).length);
+  const ports = wanted.map((p) => (p === 0 ? (free.shift() as number) : p));
+  const [gatewayPort = 0, controlPort = 0, ...instancePorts] = ports;
+  return { gatewayPort, controlPort, instancePorts };
+}
+
+function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
+  return {
+    jwtSecret: env.JWT_SECRET || stackDefaults.JWT_SECRET,
+    tokenExpiration: env.TOKEN_EXPIRATION || stackDefaults.TOKEN_EXPIRATION,
+    leaseIdleTtl: env.LEASE_IDLE_TTL || stackDefaults.LEASE_IDLE_TTL,
+    subscribeIntervalMs: env.SUBSCRIBE_INTERVAL_MS || stackDefaults.SUBSCRIBE_INTERVAL_MS,
+    logLevel: env.LOG_LEVEL || stackDefaults.LOG_LEVEL,
+    logFormat: env.LOG_FORMAT || "pretty",
+    gatewayListenHost: env.LISTEN_HOST || "0.0.0.0",
+    usersFile: resolve(repoRoot, env.USERS_FILE || "gateway/dev-users.json"),
+    leaseDbPath: join(dataDir, "leases.db"),
+  };
+}
+
+function nodeArgs(script: string): string[] {
+  const hook = pathToFileURL(join(repoRoot, "scripts", "exit-with-parent.ts")).href;
+  return ["--import", "tsx", "--import", hook, join(repoRoot, script)];
+}
+
+function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<ReturnType<typeof resolvePorts>>): ProcessSpec[] {
+  const inherited = { ...process.env };
+  const specs: ProcessSpec[] = ports.instancePorts.map((port, i) => {
+    const podName = `myservice-${i + 1}`;
+    return {
+      name: podName,
+      kind: "myservice",
+      podName,
+      port,
+      probeHost: "127.0.0.1",
+      command: process.execPath,
+      args: nodeArgs("myservice/main.ts"),
+      env: { ...inherited, ...myserviceEnv(settings, podName, port) },
+      cwd: repoRoot,
+    };
+  });
+  if (options.gateway) {
+    const gatewayInherited = { ...inherited };
+    // Discovery is the launcher's list of addresses, not DNS.
+    delete gatewayInherited.MYSERVICE_DNS;
+    const addresses = ports.instancePorts.map((port) => `127.0.0.1:${port}`);
+    specs.unshift({
+      name: "gateway",
+      kind: "gateway",
+      podName: null,
+      port: ports.gatewayPort,
+      probeHost: connectHost(settings.gatewayListenHost),
+      command: process.execPath,
+      args: nodeArgs("gateway/main.ts"),
+      env: { ...gatewayInherited, ...gatewayEnv(settings, ports.gatewayPort, addresses) },
+      cwd: repoRoot,
+    });
+  }
+  return specs;
+}
+
+/** Where a client on this machine reaches a server listening on `listenHost`. */
+function connectHost(listenHost: string): string {
+  return ["0.0.0.0", "::", ""].includes(listenHost) ? "127.0.0.1" : listenHost;
+}
+
+function writeAtomically(file: string, text: string): void {
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+async function main(): Promise<void> {
+  const options = loadOptions();
+  if (options.help) {
+    process.stdout.write(`${usage}\n`);
+    return;
+  }
+  process.stdout.on("error", () => {});
+  mkdirSync(options.dataDir, { recursive: true });
+  mkdirSync(dirname(options.stateFile), { recursive: true });
+  const ports = await resolvePorts(options);
+  const settings = settingsFrom(process.env, options.dataDir);
+  const specs = buildSpecs(options, settings, ports);
+
+  const width = Math.max(2, ...specs.map((s) => s.name.length));
+  const say = createLinePrefixer(prefixFor("up", width), (text) => process.stdout.write(text));
+  const log = (message: string) => say(Buffer.from(`${message}\n`));
+
+  const busy = (
+    await Promise.all([
+      portProblem(ports.controlPort, "127.0.0.1"),
+      ...specs.map((s) => portProblem(s.port, s.kind === "gateway" ? settings.gatewayListenHost : "127.0.0.1")),
+    ])
+  ).filter((p) => p !== undefined);
+  if (busy.length > 0) {
+    log(`cannot start: ${busy.join("; ")}. Is another stack running? Stop it, or choose other ports (--help).`);
+    process.exitCode = 1;
+    return;
+  }
+  if (!process.env.JWT_SECRET) {
+    log(`WARNING: JWT_SECRET is not set; using the development secret from common/dev-defaults.ts.`);
+    log(`WARNING: never use it outside development: set JWT_SECRET to a random value of 32+ bytes.`);
+  } else if (process.env.JWT_SECRET === devJwtSecret) {
+    log("WARNING: JWT_SECRET is the development secret; never use it outside development.");
+  }
+
+  const prefixers = new Map<string, (chunk: Buffer | null) => void>();
+  for (const spec of specs) {
+    for (const stream of ["stdout", "stderr"] as const) {
+      const out = stream === "stdout" ? process.stdout : process.stderr;
+      prefixers.set(`${spec.name}/${stream}`, createLinePrefixer(prefixFor(spec.name, width), (t) => out.write(t)));
+    }
+  }
+
+  const gatewayAddress = `${connectHost(settings.gatewayListenHost)}:${ports.gatewayPort}`;
+  const controlUrl = `http://127.0.0.1:${ports.controlPort}`;
+  let announced = false;
+  const state = (): UpState => ({
+    gateway: gatewayAddress,
+    controlUrl,
+    dataDir: options.dataDir,
+    launcherPid: process.pid,
+    processes: supervisor.list(),
+  });
+  const supervisor = createSupervisor({
+    specs,
+    log,
+    onOutput: (name, stream, chunk) => prefixers.get(`${name}/${stream}`)?.(chunk),
+    onChange() {
+      writeAtomically(options.stateFile, `${JSON.stringify(state(), null, 2)}\n`);
+      if (!announced && supervisor.list().every((p) => p.state === "running")) {
+        announced = true;
+        announce(log, options, settings, gatewayAddress, controlUrl);
+      }
+    },
+  });
+
+  const control = createControlServer(supervisor, state);
+  await new Promise<void>((resolveListen, reject) => {
+    control.once("error", reject);
+    control.listen(ports.controlPort, "127.0.0.1", () => resolveListen());
+  });
+  writeAtomically(options.stateFile, `${JSON.stringify(state(), null, 2)}\n`);
+
+  let stopping = false;
+  const shutdown = (reason: string, exitCode: number) => {
+    if (stopping) {
+      // A second Ctrl-C means "now"; a repeated SIGTERM from a process manager does not.
+      if (reason !== "SIGINT") return;
+      log(`${reason} again: killing every process now`);
+      supervisor.killAllNow();
+      process.exit(exitCode || 1);
+    }
+    stopping = true;
+    log(`${reason}: stopping every process (SIGTERM, SIGKILL after 3 s)`);
+    setTimeout(() => {
+      log(`processes still running after ${shutdownLimitMs} ms; killing them`);
+      supervisor.killAllNow();
+      process.exit(exitCode || 1);
+    }, shutdownLimitMs).unref();
+    void supervisor.shutdown().then(() => {
+      control.close();
+      control.closeAllConnections();
+      log(`all processes stopped; data kept in ${options.dataDir}`);
+      process.exit(exitCode);
+    });
+  };
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(signal, () => shutdown(signal, 0));
+  process.on("uncaughtException", (error) => {
+    log(`launcher error: ${error.stack ?? String(error)}`);
+    shutdown("launcher error", 1);
+  });
+  process.on("unhandledRejection", (error) => {
+    log(`launcher error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    shutdown("launcher error", 1);
+  });
+  // Last resort: whatever path ends this process, no child outlives it.
+  process.on("exit", () => supervisor.killAllNow());
+  if (options.exitWithStdin) watchParentPipe(() => shutdown("stdin closed", 0));
+
+  log(
+    `starting ${options.gateway ? "the gateway and " : ""}${options.instances} myservice instance(s); ` +
+      `data in ${options.dataDir}; control API ${controlUrl}`,
+  );
+  supervisor.startAll();
+}
+
+function announce(
+  log: (message: string) => void,
+  options: UpOptions,
+  settings: StackSettings,
+  gatewayAddress: string,
+  controlUrl: string,
+): void {
+  if (!options.gateway) {
+    log(`all ${options.instances} instances are up (no gateway: --no-gateway)`);
+    return;
+  }
+  const devSecret = settings.jwtSecret === devJwtSecret;
+  log(`gateway listening on ${settings.gatewayListenHost}:${gatewayAddress.split(":")[1]} - ready`);
+  log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
+  log(
+    `or:       grpcurl -plaintext -d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}' ` +
+      `${gatewayAddress} my_service.MyServiceAPI/Login`,
+  );
+  log(`control:  curl ${controlUrl}/processes   (POST /processes/<name>/kill|stop|start)`);
+  if (devSecret) log("(tokens are signed with the development JWT secret)");
+}
+
+await main();

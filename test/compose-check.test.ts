@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { checkCompose, loadYaml } from "../scripts/compose-check.js";
+import { repoRoot } from "../scripts/up-control-client.js";
+
+interface ServiceDoc {
+  environment: Record<string, string>;
+  restart?: string;
+  container_name?: string;
+}
+interface ComposeDoc {
+  services: Record<"gateway" | "myservice", ServiceDoc>;
+}
+
+function loadRepoCompose(): ComposeDoc | undefined {
+  try {
+    return loadYaml(join(repoRoot, "compose.yaml")) as ComposeDoc;
+  } catch {
+    return undefined;
+  }
+}
+
+const doc = loadRepoCompose();
+const skip = doc === undefined ? "no python3-yaml here (apt-get install -y docker-compose)" : false;
+
+describe("checkCompose()", () => {
+  it("accepts the repository's compose.yaml", { skip }, () => {
+    assert.deepEqual(checkCompose(doc), []);
+  });
+
+  it("fails when compose sets a variable npm run up does not", { skip }, () => {
+    const drifted = structuredClone(doc) as ComposeDoc;
+    drifted.services.gateway.environment.NEW_KNOB = "1";
+    delete drifted.services.myservice.environment.SUBSCRIBE_INTERVAL_MS;
+    const problems = checkCompose(drifted);
+    assert.ok(problems.some((p) => p.includes("gateway: compose sets NEW_KNOB")), problems.join("\n"));
+    assert.ok(problems.some((p) => p.includes("myservice: compose does not set SUBSCRIBE_INTERVAL_MS")), problems.join("\n"));
+  });
+
+  it("fails when a default differs from the launcher's", { skip }, () => {
+    const drifted = structuredClone(doc) as ComposeDoc;
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: compose interpolation, not a template
+    drifted.services.gateway.environment.LEASE_IDLE_TTL = "${LEASE_IDLE_TTL:-10m}";
+    drifted.services.myservice.restart = "on-failure";
+    drifted.services.myservice.container_name = "ms";
+    const problems = checkCompose(drifted);
+    assert.equal(problems.length, 3, problems.join("\n"));
+  });
+});

@@ -1,0 +1,235 @@
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { issueToken } from "../common/tokens.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { InstanceService } from "../gen/myservice/instance/v1/instance_pb.js";
+import { canConnect } from "../scripts/net-util.js";
+import { repoRoot } from "../scripts/up-control-client.js";
+import { type ProcessInfo, type Stack, startStack } from "./stack.js";
+
+function transport(port: number) {
+  return createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}`, idleConnectionTimeoutMs: 1000 });
+}
+
+async function health(port: number, timeoutMs = 3000): Promise<HealthCheckResponse_ServingStatus> {
+  const reply = await createClient(Health, transport(port)).check({}, { timeoutMs });
+  return reply.status;
+}
+
+async function podNameOf(port: number): Promise<string> {
+  return (await createClient(InstanceService, transport(port)).getStatus({}, { timeoutMs: 3000 })).podName;
+}
+
+/** Retries `call` while the gateway answers UNAVAILABLE: it allocates only instances it has health-checked. */
+async function whenAllocatable<T>(call: () => Promise<T>, timeoutMs = 8000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof ConnectError && error.code === Code.Unavailable) || Date.now() > deadline) throw error;
+      await sleep(100);
+    }
+  }
+}
+
+function find(processes: ProcessInfo[], name: string): ProcessInfo {
+  const found = processes.find((p) => p.name === name);
+  assert.ok(found, `no process ${name} in ${JSON.stringify(processes)}`);
+  return found;
+}
+
+/** `process.kill(pid, 0)`, not fooled by a zombie waiting for a reaper. */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function waitUntilDead(pids: readonly number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  let alive = pids.filter(isAlive);
+  while (alive.length > 0 && Date.now() < deadline) {
+    await sleep(50);
+    alive = alive.filter(isAlive);
+  }
+  return alive;
+}
+
+function childPids(processes: ProcessInfo[]): number[] {
+  return processes.map((p) => p.pid).filter((pid): pid is number => pid !== null);
+}
+
+describe("scripts/up.ts supervising 2 instances", () => {
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack({ instances: 2, gateway: false });
+  });
+  after(() => stack?.stop());
+
+  it("starts each instance under its pod name on its own port", async () => {
+    const processes = await stack.processes();
+    assert.deepEqual(
+      processes.map((p) => [p.name, p.kind, p.podName, p.state, p.held]),
+      [
+        ["myservice-1", "myservice", "myservice-1", "running", false],
+        ["myservice-2", "myservice", "myservice-2", "running", false],
+      ],
+    );
+    assert.notEqual(processes[0]?.port, processes[1]?.port);
+    for (const p of processes) {
+      assert.equal(await health(p.port), HealthCheckResponse_ServingStatus.SERVING);
+      assert.equal(await podNameOf(p.port), p.podName, "HOSTNAME reaches the instance as its pod name");
+    }
+    const state = JSON.parse(readFileSync(join(stack.dataDir, "up-stack.json"), "utf8"));
+    assert.equal(state.controlUrl, stack.controlUrl);
+    assert.deepEqual(state.processes, processes);
+  });
+
+  it("kill: the process comes back with a new pid on the same port", async () => {
+    const before = find(await stack.processes(), "myservice-1");
+    const afterKill = find(await stack.control("myservice-1", "kill"), "myservice-1");
+    assert.notEqual(afterKill.pid, before.pid);
+    const back = find(
+      await stack.waitFor((ps) => {
+        const p = find(ps, "myservice-1");
+        return p.state === "running" && p.pid !== null && p.pid !== before.pid;
+      }),
+      "myservice-1",
+    );
+    assert.equal(back.port, before.port);
+    assert.equal(back.restarts, before.restarts + 1);
+    assert.equal(isAlive(before.pid as number), false);
+    assert.equal(await health(back.port), HealthCheckResponse_ServingStatus.SERVING);
+  });
+
+  it("stop holds the process stopped until start", async () => {
+    const before = find(await stack.processes(), "myservice-2");
+    const stopped = find(await stack.control("myservice-2", "stop"), "myservice-2");
+    assert.deepEqual([stopped.state, stopped.pid, stopped.held], ["stopped", null, true]);
+    await sleep(600); // longer than the first restart backoff
+    assert.equal(find(await stack.processes(), "myservice-2").state, "stopped");
+    assert.equal(await canConnect(before.port), false);
+    const started = find(await stack.control("myservice-2", "start"), "myservice-2");
+    assert.equal(started.held, false);
+    const back = find(await stack.waitFor((ps) => find(ps, "myservice-2").state === "running"), "myservice-2");
+    assert.equal(back.port, before.port);
+    assert.equal(await health(back.port), HealthCheckResponse_ServingStatus.SERVING);
+  });
+
+  it("restarts an instance that exits 0 after Shutdown, at once", async () => {
+    const before = find(await stack.processes(), "myservice-1");
+    const { token } = await issueToken(stack.jwtSecret, { sub: "TestUser", role: "admin", session_id: "s-up" }, 60_000);
+    const headers = { authorization: token, "session-id": "s-up" };
+    const client = createClient(MyServiceAPI, transport(before.port));
+    assert.equal((await client.myServiceEcho({ value: "x" }, { headers })).podName, "myservice-1");
+    await client.myServiceShutdown({}, { headers });
+    const replied = Date.now();
+    const respawned = find(
+      await stack.waitFor((ps) => {
+        const p = find(ps, "myservice-1");
+        return p.pid !== null && p.pid !== before.pid;
+      }, 5000),
+      "myservice-1",
+    );
+    assert.ok(Date.now() - replied < 5000, `respawned after ${Date.now() - replied} ms`);
+    // A clean exit of a ready instance is the normal recycle: the short delay, not the backoff.
+    assert.match(stack.output(), /myservice-1 exited with code 0 after \d+ ms; restarting in 50 ms/);
+    assert.equal(respawned.restarts, before.restarts + 1);
+    await stack.waitFor((ps) => find(ps, "myservice-1").state === "running");
+    const status = await createClient(InstanceService, transport(before.port)).getStatus({});
+    assert.equal(status.sessionId, "", "the restarted instance has no session");
+  });
+
+  it("signal: SIGSTOP pauses an instance and SIGCONT resumes it", async () => {
+    const p = find(await stack.processes(), "myservice-2");
+    await stack.signal("myservice-2", "SIGSTOP");
+    await assert.rejects(health(p.port, 300));
+    await stack.signal("myservice-2", "SIGCONT");
+    assert.equal(await health(p.port), HealthCheckResponse_ServingStatus.SERVING);
+    assert.equal(find(await stack.processes(), "myservice-2").pid, p.pid, "no restart");
+  });
+
+  it("answers 404 for an unknown process and 400 for a bad action or signal", async () => {
+    const post = (path: string) => fetch(`${stack.controlUrl}${path}`, { method: "POST" }).then((r) => r.status);
+    assert.equal(await post("/processes/nope/kill"), 404);
+    assert.equal(await post("/processes/myservice-1/explode"), 400);
+    assert.equal(await post("/processes/instances/signal?sig=SIGSEGV"), 400);
+    assert.equal(await post("/processes/instances/signal"), 400);
+  });
+
+  it("stop and start address every instance as `instances`", async () => {
+    const stopped = await stack.control("instances", "stop");
+    assert.deepEqual(
+      stopped.map((p) => p.state),
+      ["stopped", "stopped"],
+    );
+    await stack.control("instances", "start");
+    await stack.waitFor((ps) => ps.every((p) => p.state === "running" && !p.held));
+  });
+});
+
+describe("scripts/up.ts shutdown", () => {
+  it("SIGTERM stops every child and exits 0", async (t) => {
+    const stack = await startStack({ instances: 2, gateway: false });
+    t.after(() => stack.stop());
+    const pids = childPids(await stack.processes());
+    assert.equal(pids.length, 2);
+    process.kill(stack.launcherPid, "SIGTERM");
+    assert.deepEqual(await stack.launcherExit, { code: 0, signal: null });
+    assert.deepEqual(await waitUntilDead(pids, 1000), [], "no orphan left");
+    assert.match(stack.output(), /all processes stopped/);
+  });
+
+  it("a launcher killed with SIGKILL leaves no orphans", async (t) => {
+    const stack = await startStack({ instances: 2, gateway: false });
+    t.after(() => stack.stop());
+    const pids = childPids(await stack.processes());
+    process.kill(stack.launcherPid, "SIGKILL");
+    await stack.launcherExit;
+    assert.deepEqual(await waitUntilDead(pids, 8000), [], "children exit once the launcher's pipe closes");
+  });
+});
+
+describe("scripts/up.ts with the gateway", () => {
+  const hasGateway = existsSync(join(repoRoot, "gateway", "main.ts"));
+  it("runs the gateway next to the instances and restarts it on its port", { skip: hasGateway ? false : "gateway/main.ts not written yet" }, async (t) => {
+    const stack = await startStack({ instances: 2 });
+    t.after(() => stack.stop());
+    const gateway = find(await stack.processes(), "gateway");
+    assert.deepEqual([gateway.kind, gateway.podName, gateway.state], ["gateway", null, "running"]);
+    assert.equal(stack.gatewayAddress, `127.0.0.1:${gateway.port}`);
+
+    const client = createClient(MyServiceAPI, createGrpcTransport({ baseUrl: stack.gatewayUrl, idleConnectionTimeoutMs: 1000 }));
+    const login = await client.login({ username: "TestUser", password: "TestPassword", sessionId: "s-gw" });
+    const headers = { authorization: login.token, "session-id": "s-gw" };
+    const echo = await whenAllocatable(() => client.myServiceEcho({ value: "hi" }, { headers, timeoutMs: 5000 }));
+    assert.match(echo.podName, /^myservice-[12]$/);
+
+    await stack.control("gateway", "kill");
+    const back = find(
+      await stack.waitFor((ps) => {
+        const p = find(ps, "gateway");
+        return p.state === "running" && p.pid !== gateway.pid;
+      }),
+      "gateway",
+    );
+    assert.equal(back.port, gateway.port);
+    assert.equal(back.restarts, gateway.restarts + 1, stack.output());
+    const again = await whenAllocatable(() => client.myServiceEcho({ value: "hi" }, { headers, timeoutMs: 5000 }));
+    assert.equal(again.podName, echo.podName, "the lease survived the gateway's kill -9");
+  });
+});
