@@ -105,3 +105,19 @@ export class EnvReader {
     if (this.problems.length > 0) throw new ConfigError(this.process, this.problems);
   }
 }
+
+/**
+ * For a process entry point: loads the configuration, or prints every problem and exits with
+ * code 2 (a configuration error, not a crash).
+ */
+export function loadConfigOrExit<T>(load: (env: NodeJS.ProcessEnv) => T, env: NodeJS.ProcessEnv = process.env): T {
+  try {
+    return load(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}

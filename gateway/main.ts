@@ -1,4 +1,4 @@
-import { ConfigError } from "../common/env.js";
+import { loadConfigOrExit } from "../common/env.js";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
@@ -7,16 +7,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { createGateway } from "./server.js";
 
-let config: ReturnType<typeof loadConfig>;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`${error.message}\n`);
-    process.exit(2);
-  }
-  throw error;
-}
+const config = loadConfigOrExit(loadConfig);
 const logger = createLogger({ name: "gateway", level: config.logLevel, format: config.logFormat });
 
 let users: ReturnType<typeof loadUserStore>;

@@ -1,18 +1,9 @@
-import { ConfigError } from "../common/env.js";
+import { loadConfigOrExit } from "../common/env.js";
 import { createLogger } from "../common/logger.js";
 import { loadConfig } from "./config.js";
 import { createMyServiceServer } from "./server.js";
 
-let config: ReturnType<typeof loadConfig>;
-try {
-  config = loadConfig(process.env);
-} catch (error) {
-  if (error instanceof ConfigError) {
-    process.stderr.write(`${error.message}\n`);
-    process.exit(2);
-  }
-  throw error;
-}
+const config = loadConfigOrExit(loadConfig);
 
 const logger = createLogger({ name: "myservice", level: config.logLevel, format: config.logFormat }).child({
   pod: config.podName,

@@ -268,16 +268,7 @@ class RelayCall {
       if (key.charCodeAt(0) === 58 || key === "content-type" || key === "content-length" || key === "date") continue;
       out[key] = trailers[key];
     }
-    if (!this.responded) {
-      // Forward a trailers-only answer as one.
-      this.addTransfer(out);
-      this.endTrailersOnly(out, code);
-      return;
-    }
-    if (this.transferred) this.addTransfer(out);
-    this.pendingTrailers = out;
-    this.finish(code);
-    this.stream.end();
+    this.endWith(out, code);
   }
 
   /**
@@ -334,13 +325,20 @@ class RelayCall {
     if (up !== undefined && !up.destroyed) up.close(cancel);
     const out: OutgoingHttpHeaders = { "grpc-status": String(code), "grpc-message": encodeGrpcMessage(message) };
     if (retryAfterMs !== undefined) out["retry-after-ms"] = String(retryAfterMs);
+    this.endWith(out, code);
+  }
+
+  /**
+   * Ends the client's call with `trailers`: as a trailers-only response while nothing was sent
+   * yet, else after the messages. Names a transfer the response headers could not name.
+   */
+  private endWith(trailers: OutgoingHttpHeaders, code: number): void {
+    if (!this.responded || this.transferred) this.addTransfer(trailers);
     if (!this.responded) {
-      this.addTransfer(out);
-      this.endTrailersOnly(out, code);
+      this.endTrailersOnly(trailers, code);
       return;
     }
-    if (this.transferred) this.addTransfer(out);
-    this.pendingTrailers = out;
+    this.pendingTrailers = trailers;
     this.finish(code);
     if (!this.stream.destroyed) this.stream.end();
   }
