@@ -36,6 +36,16 @@ export interface GatewayConfig {
   readonly maxMessageBytes: number;
   /** `UPSTREAM_CONNECT_TIMEOUT`: bound for reaching an instance, milliseconds. Default 2s. */
   readonly upstreamConnectTimeoutMs: number;
+  /** `MAX_SESSIONS_PER_USER`: most sessions (leases) one user may hold at once; 0 = no limit. Default 0. */
+  readonly maxSessionsPerUser: number;
+  /** `LOGIN_MAX_FAILURES_PER_USER`: failed logins of one username within `loginUserFailureWindowMs` before Login is refused; 0 = off. Default 5. */
+  readonly loginMaxFailuresPerUser: number;
+  /** `LOGIN_USER_FAILURE_WINDOW`: sliding window of the per-user count, milliseconds. Default 5m. */
+  readonly loginUserFailureWindowMs: number;
+  /** `LOGIN_MAX_FAILURES_PER_PEER`: failed logins from one client address within `loginPeerFailureWindowMs`; 0 = off. Default 20. */
+  readonly loginMaxFailuresPerPeer: number;
+  /** `LOGIN_PEER_FAILURE_WINDOW`: sliding window of the per-peer count, milliseconds. Default 1m. */
+  readonly loginPeerFailureWindowMs: number;
   /** `LOG_LEVEL`: pino level. Default `info`. */
   readonly logLevel: string;
   /** `LOG_FORMAT`: `json` or `pretty`. Default `json`. */
@@ -94,6 +104,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
     healthFailureThreshold: r.integer("HEALTH_FAILURE_THRESHOLD", 3, 1, 100),
     maxMessageBytes: r.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     upstreamConnectTimeoutMs: r.duration("UPSTREAM_CONNECT_TIMEOUT", 2 * second, 10, minute),
+    maxSessionsPerUser: r.integer("MAX_SESSIONS_PER_USER", 0, 0, 1_000_000),
+    loginMaxFailuresPerUser: r.integer("LOGIN_MAX_FAILURES_PER_USER", 5, 0, 1_000_000),
+    loginUserFailureWindowMs: r.duration("LOGIN_USER_FAILURE_WINDOW", 5 * minute, second, 24 * hour),
+    loginMaxFailuresPerPeer: r.integer("LOGIN_MAX_FAILURES_PER_PEER", 20, 0, 1_000_000),
+    loginPeerFailureWindowMs: r.duration("LOGIN_PEER_FAILURE_WINDOW", minute, second, 24 * hour),
     logLevel: r.oneOf("LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
     logFormat: r.oneOf("LOG_FORMAT", "json", ["json", "pretty"]),
     production,

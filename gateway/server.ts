@@ -6,7 +6,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "../common/logger.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
-import { createLogin } from "./auth/login-service.js";
+import { createLogin, peerHeader } from "./auth/login-service.js";
+import { LoginThrottle } from "./auth/login-throttle.js";
 import type { UserStore } from "./auth/user-store.js";
 import type { GatewayConfig } from "./config.js";
 import { createFrontDoor } from "./front-door.js";
@@ -53,7 +54,13 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       void pool.recycle(lease.instanceAddress, lease.sessionId);
     },
   });
-  const router = new SessionRouter({ store, keeper, verifyToken, leaseIdleTtlMs: config.leaseIdleTtlMs });
+  const router = new SessionRouter({
+    store,
+    keeper,
+    verifyToken,
+    leaseIdleTtlMs: config.leaseIdleTtlMs,
+    maxSessionsPerUser: config.maxSessionsPerUser,
+  });
   const discovery = combinedDiscovery([
     ...(config.instanceAddresses.length > 0 ? [staticDiscovery(config.instanceAddresses)] : []),
     ...(config.instanceDns !== undefined ? [dnsDiscovery(config.instanceDns)] : []),
@@ -73,12 +80,16 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
 
   const relay = createGrpcRelay({ router, pool, upstream, keeper, maxMessageBytes: config.maxMessageBytes, logger });
   const proxy = createConnectProxy({ router, keeper, maxMessageBytes: config.maxMessageBytes });
-  const login = createLogin({ users, jwtSecret: config.jwtSecret, tokenLifetimeMs: config.tokenLifetimeMs, logger });
+  const throttle = new LoginThrottle({
+    perUser: { maxFailures: config.loginMaxFailuresPerUser, windowMs: config.loginUserFailureWindowMs },
+    perPeer: { maxFailures: config.loginMaxFailuresPerPeer, windowMs: config.loginPeerFailureWindowMs },
+  });
+  const login = createLogin({ users, jwtSecret: config.jwtSecret, tokenLifetimeMs: config.tokenLifetimeMs, logger, throttle });
 
   let closing = false;
   const routes = (r: ConnectRouter) => {
     r.service(MyServiceAPI, {
-      login: (request) => login(request),
+      login: (request, context) => login(request, context.requestHeader.get(peerHeader) ?? undefined),
       myServiceEcho: (request, context) => proxy.echo(request, context),
       myServiceSubscribe: (request, context) => proxy.subscribe(request, context),
       myServiceShutdown: (_request, context) => proxy.shutdown(context),
@@ -126,11 +137,15 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       return;
     }
     stream.on("error", () => {});
+    setPeer(headers, stream.session?.socket?.remoteAddress);
     const request = new http2.Http2ServerRequest(stream, headers, {}, rawHeaders);
     const response = new http2.Http2ServerResponse(stream);
     handler(request, response);
   });
-  const h1 = http.createServer(handler);
+  const h1 = http.createServer((request, response) => {
+    setPeer(request.headers, request.socket.remoteAddress);
+    handler(request, response);
+  });
   h1.keepAliveTimeout = 65_000;
   const door = createFrontDoor({ h2, h1 });
 
@@ -165,4 +180,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       store.close();
     },
   };
+}
+
+/** Login's peer address comes from the socket only: a client-sent value is overwritten. */
+function setPeer(headers: http.IncomingHttpHeaders, remoteAddress: string | undefined): void {
+  if (remoteAddress === undefined || remoteAddress === "") delete headers[peerHeader];
+  else headers[peerHeader] = remoteAddress;
 }

@@ -332,6 +332,46 @@ describe("durability and instance failure", () => {
     await client.api.myServiceShutdown({}, { headers: s.headers });
   });
 
+  it("moves an idle session whose instance was killed, and says so on its next call", async () => {
+    const s = await login(client, "idle-kill");
+    const first = await echo(client, s);
+    const proc = await podProcess(stack, first.podName);
+    await stack.control(proc.name, "kill");
+    await stack.waitFor((ps) => ps.some((p) => p.name === proc.name && p.state === "running" && p.restarts > proc.restarts));
+    const next = await retryWhile(capacity, () => echo(client, s), 15_000);
+    assert.notEqual(next.podName, first.podName);
+    assert.equal(next.serverSessionId, s.id);
+    assert.equal(next.responseHeaders.get(transferHeaders.from), first.podName);
+    assert.equal(next.responseHeaders.get(transferHeaders.to), next.podName);
+    assert.match(next.responseHeaders.get(transferHeaders.reason) ?? "", /^instance-(restarted|lost)$/);
+    await client.api.myServiceShutdown({}, { headers: s.headers });
+  });
+
+  it("bounds a call to a hung instance: the client's deadline holds, and without one the session moves", async () => {
+    const s = await login(client, "hung");
+    const first = await echo(client, s);
+    const proc = await podProcess(stack, first.podName);
+    await stack.signal(proc.name, "SIGSTOP");
+    try {
+      const started = Date.now();
+      const err = await errorOf(client.api.myServiceEcho({ value: "x" }, { headers: s.headers, timeoutMs: 400 }));
+      assert.equal(err.code, Code.DeadlineExceeded);
+      assert.ok(Date.now() - started < 2000, `the deadline held (${Date.now() - started} ms)`);
+      // No deadline: the gateway declares the instance dead (3 failed probes) and moves the call.
+      const moved = Date.now();
+      const next = await echo(client, s);
+      process.stdout.write(`# hung instance: call moved after ${Date.now() - moved} ms\n`);
+      assert.notEqual(next.podName, first.podName);
+      assert.equal(next.responseHeaders.get(transferHeaders.reason), "instance-lost");
+      assert.equal(next.responseHeaders.get(transferHeaders.from), first.podName);
+    } finally {
+      await stack.signal(proc.name, "SIGCONT");
+    }
+    // The hung instance comes back holding a session no lease knows: it is recycled.
+    await stack.waitFor((ps) => ps.some((p) => p.name === proc.name && p.restarts > proc.restarts), 15_000);
+    await client.api.myServiceShutdown({}, { headers: s.headers });
+  });
+
   it("answers UNAVAILABLE within seconds when every instance hangs, and recovers by itself", async () => {
     // Every instance healthy and free first.
     const warm = await Promise.all([1, 2, 3].map(() => login(client, "warm")));

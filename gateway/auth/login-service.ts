@@ -6,6 +6,7 @@ import { isValidSessionId, maxSessionIdLength } from "../../common/metadata-auth
 import { issueToken } from "../../common/tokens.js";
 import { type LoginRequest, type LoginResponse, LoginResponseSchema } from "../../gen/my_service/my_service_pb.js";
 import { messages } from "../errors.js";
+import type { LoginThrottle } from "./login-throttle.js";
 import type { UserStore } from "./user-store.js";
 
 /** Options of `createLogin`. */
@@ -15,13 +16,21 @@ export interface LoginOptions {
   /** Token lifetime, milliseconds (`TOKEN_EXPIRATION`). */
   readonly tokenLifetimeMs: number;
   readonly logger: Logger;
+  /** Failed-login throttling per user and per peer; none when absent. */
+  readonly throttle?: LoginThrottle;
   /** Observes every Login result (metrics). */
-  readonly onResult?: (result: "ok" | "invalid_argument" | "denied") => void;
+  readonly onResult?: (result: "ok" | "invalid_argument" | "denied" | "throttled") => void;
 }
 
+/**
+ * Request header carrying the client's address to Login. The gateway sets it from the
+ * connection's socket and overwrites any value a client sent (see `server.ts`).
+ */
+export const peerHeader = "x-gateway-peer";
+
 /** The Login handler (SPEC 4.1): validates, checks the password, issues a JWT. No instance is leased. */
-export function createLogin(options: LoginOptions): (request: LoginRequest) => Promise<LoginResponse> {
-  return async (request) => {
+export function createLogin(options: LoginOptions): (request: LoginRequest, peer?: string) => Promise<LoginResponse> {
+  return async (request, peer) => {
     if (request.username === "") {
       options.onResult?.("invalid_argument");
       throw new ConnectError(messages.usernameRequired, Code.InvalidArgument);
@@ -37,12 +46,31 @@ export function createLogin(options: LoginOptions): (request: LoginRequest) => P
         Code.InvalidArgument,
       );
     }
-    const user = await options.users.authenticate(request.username, request.password);
+    const decision = options.throttle?.begin(request.username, peer);
+    if (decision !== undefined && !decision.allowed) {
+      options.onResult?.("throttled");
+      options.logger.warn({ username: request.username.slice(0, 128), peer, by: decision.by }, "login throttled");
+      const error = new ConnectError(
+        `too many failed logins; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`,
+        Code.ResourceExhausted,
+      );
+      error.metadata.set("retry-after-ms", String(decision.retryAfterMs));
+      throw error;
+    }
+    let user: Awaited<ReturnType<UserStore["authenticate"]>>;
+    try {
+      user = await options.users.authenticate(request.username, request.password);
+    } catch (error) {
+      decision?.attempt.failed();
+      throw error;
+    }
     if (user === undefined) {
+      decision?.attempt.failed();
       options.onResult?.("denied");
       options.logger.info({ username: request.username.slice(0, 128) }, "login refused");
       throw new ConnectError(messages.badCredentials, Code.PermissionDenied);
     }
+    decision?.attempt.succeeded();
     const { token, exp } = await issueToken(
       options.jwtSecret,
       { sub: user.username, role: user.role, session_id: request.sessionId },

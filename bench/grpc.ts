@@ -1,0 +1,89 @@
+import { type ClientHttp2Session, connect } from "node:http2";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { devJwtSecret, devUser } from "../common/dev-defaults.js";
+import { issueToken } from "../common/tokens.js";
+import {
+  EchoRequestSchema,
+  EchoResponseSchema,
+  type EchoResponse,
+  LoginRequestSchema,
+  LoginResponseSchema,
+} from "../gen/my_service/my_service_pb.js";
+import { frameMessage } from "../gateway/proxy/grpc-frames.js";
+import { type RawUnaryResult, rawUnary } from "../gateway/proxy/raw-unary.js";
+
+/** gRPC paths the benchmark calls. */
+export const paths = {
+  login: "/my_service.MyServiceAPI/Login",
+  echo: "/my_service.MyServiceAPI/MyServiceEcho",
+  subscribe: "/my_service.MyServiceAPI/MyServiceSubscribe",
+} as const;
+
+/** The JWT secret of every stack the benchmark starts. */
+export const benchSecret = devJwtSecret;
+
+/** Serialized EchoRequest (no gRPC prefix). */
+export function echoRequest(value: string): Uint8Array {
+  return toBinary(EchoRequestSchema, create(EchoRequestSchema, { value }));
+}
+
+/** An EchoRequest as a gRPC length-prefixed message (the body h2load sends). */
+export function echoBody(value: string): Buffer {
+  return frameMessage(echoRequest(value));
+}
+
+/** A logged-in session's metadata. */
+export interface BenchSession {
+  readonly id: string;
+  readonly token: string;
+  readonly headers: { authorization: string; "session-id": string };
+}
+
+/** An HTTP/2 cleartext connection (prior knowledge), connected. */
+export async function h2connect(address: string): Promise<ClientHttp2Session> {
+  const session = connect(`http://${address}`, { settings: { initialWindowSize: 1 << 20 } });
+  session.on("error", () => {});
+  await new Promise<void>((resolve, reject) => {
+    session.once("connect", () => resolve());
+    session.once("error", reject);
+  });
+  return session;
+}
+
+/** Logs `TestUser` in through the gateway (real Login: scrypt). */
+export async function login(session: ClientHttp2Session, id: string): Promise<BenchSession> {
+  const request = toBinary(
+    LoginRequestSchema,
+    create(LoginRequestSchema, { username: devUser.username, password: devUser.password, sessionId: id }),
+  );
+  const reply = await rawUnary(session, paths.login, request, {}, 30_000);
+  if (reply.status !== 0) throw new Error(`Login failed: ${reply.status} ${reply.message}`);
+  const { token } = fromBinary(LoginResponseSchema, reply.data);
+  return { id, token, headers: { authorization: token, "session-id": id } };
+}
+
+/**
+ * A session with a token signed like Login's (same secret, claims and lifetime), without the
+ * password hash: for profiles that must exclude Login's cost ("log them in beforehand").
+ */
+export async function mintSession(id: string): Promise<BenchSession> {
+  const { token } = await issueToken(benchSecret, { sub: devUser.username, role: devUser.role, session_id: id }, 3_600_000);
+  return { id, token, headers: { authorization: token, "session-id": id } };
+}
+
+/** One unary Echo; throws unless grpc-status is 0. */
+export async function echo(session: ClientHttp2Session, s: BenchSession, value = "bench"): Promise<EchoResponse> {
+  const reply = await echoRaw(session, s, value);
+  if (reply.status !== 0) throw new Error(`Echo failed: ${reply.status} ${reply.message}`);
+  return fromBinary(EchoResponseSchema, reply.data);
+}
+
+/** One unary Echo, its raw result. */
+export function echoRaw(session: ClientHttp2Session, s: BenchSession, value = "bench"): Promise<RawUnaryResult> {
+  return rawUnary(session, paths.echo, echoRequest(value), s.headers, 10_000);
+}
+
+/** Size on the wire of one Echo reply's DATA (prefix + message), to check h2load's byte counts. */
+export function echoReplyBytes(reply: EchoResponse): number {
+  return 5 + toBinary(EchoResponseSchema, reply).length;
+}
