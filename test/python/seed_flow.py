@@ -1,0 +1,144 @@
+"""The seed flow of the platform with a client that is not ours: Python grpcio (C core).
+
+Usage: /usr/bin/python3 test/python/seed_flow.py HOST:PORT INSTANCES
+Four (INSTANCES + 1) clients log in; INSTANCES of them occupy every instance with Echo; the
+last gets RESOURCE_EXHAUSTED "all instances are busy". Then Subscribe, errors, Shutdown.
+Messages are encoded by hand (all fields used are strings, int32 and a Timestamp), so no
+generated code is needed. Exits 0 when every check holds, prints one line per check.
+"""
+import sys
+import uuid
+
+import grpc
+
+SERVICE = "/my_service.MyServiceAPI/"
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def encode(fields):
+    """fields: {number: str}"""
+    out = bytearray()
+    for number, value in fields.items():
+        data = value.encode()
+        out += varint(number << 3 | 2) + varint(len(data)) + data
+    return bytes(out)
+
+
+def decode(data):
+    """Returns {number: value}: bytes for length-delimited fields, int for varints."""
+    fields, i = {}, 0
+    while i < len(data):
+        key, i = read_varint(data, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = read_varint(data, i)
+        elif wire == 2:
+            length, i = read_varint(data, i)
+            value, i = data[i:i + length], i + length
+        else:
+            raise ValueError("unexpected wire type %d" % wire)
+        fields[number] = value
+    return fields
+
+
+def read_varint(data, i):
+    shift = result = 0
+    while True:
+        b = data[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def text(fields, number):
+    return fields.get(number, b"").decode()
+
+
+failures = 0
+
+
+def check(what, condition, detail=""):
+    global failures
+    print(("ok     " if condition else "FAILED ") + what + ((" — " + detail) if detail else ""))
+    if not condition:
+        failures += 1
+
+
+def main():
+    target, instances = sys.argv[1], int(sys.argv[2])
+    channel = grpc.insecure_channel(target)
+    ident = lambda b: b
+    login = channel.unary_unary(SERVICE + "Login", request_serializer=ident, response_deserializer=ident)
+    echo = channel.unary_unary(SERVICE + "MyServiceEcho", request_serializer=ident, response_deserializer=ident)
+    subscribe = channel.unary_stream(SERVICE + "MyServiceSubscribe", request_serializer=ident, response_deserializer=ident)
+    shutdown = channel.unary_unary(SERVICE + "MyServiceShutdown", request_serializer=ident, response_deserializer=ident)
+
+    sessions = []
+    for i in range(instances + 1):
+        sid = "py-%s-%d" % (uuid.uuid4().hex[:8], i)
+        reply = decode(login(encode({1: "TestUser", 2: "TestPassword", 3: sid}), timeout=10))
+        token = text(reply, 1)
+        check("Login %s" % sid, token.count(".") == 2 and text(reply, 3) == "admin" and 2 in reply)
+        sessions.append((sid, [("authorization", token), ("session-id", sid)]))
+
+    pods = []
+    for sid, md in sessions[:instances]:
+        r = decode(echo(encode({1: "hello"}), metadata=md, timeout=10))
+        pods.append(text(r, 3))
+        check("Echo %s -> %s" % (sid, text(r, 3)),
+              text(r, 1) == "hello" and text(r, 2) == "my_service" and text(r, 4) == sid and text(r, 5) == sid
+              and r.get(6, 0) == 0 and text(r, 7) == "MyServiceEcho")
+    check("every session on its own pod", len(set(pods)) == instances, ",".join(pods))
+
+    try:
+        echo(encode({1: "x"}), metadata=sessions[instances][1], timeout=10)
+        check("last session refused", False, "it succeeded")
+    except grpc.RpcError as e:
+        check("last session: RESOURCE_EXHAUSTED 'all instances are busy'",
+              e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and e.details() == "all instances are busy",
+              "%s %r" % (e.code(), e.details()))
+
+    for metadata, code, message in [
+        ([("authorization", "garbage")], grpc.StatusCode.UNAUTHENTICATED, "missing session-id"),
+        ([("session-id", sessions[0][0])], grpc.StatusCode.UNAUTHENTICATED, "missing or invalid token"),
+    ]:
+        try:
+            echo(encode({1: "x"}), metadata=metadata, timeout=10)
+            check("refused: %s" % message, False, "it succeeded")
+        except grpc.RpcError as e:
+            check("%s %r" % (code, message), e.code() == code and e.details() == message, "%s %r" % (e.code(), e.details()))
+
+    sid, md = sessions[0]
+    stream = subscribe(encode({1: "s"}), metadata=md, timeout=30)
+    got = []
+    for message in stream:
+        got.append(decode(message))
+        if len(got) == 2:
+            stream.cancel()
+            break
+    check("Subscribe: 2 messages, index 0,1, on the session's pod",
+          [m.get(6, 0) for m in got] == [0, 1] and all(text(m, 3) == pods[0] and text(m, 7) == "MyServiceSubscribe" for m in got))
+
+    for (sid, md), pod in zip(sessions[:instances], pods):
+        r = decode(shutdown(b"", metadata=md, timeout=10))
+        check("Shutdown %s -> %s" % (sid, text(r, 1)), text(r, 1) == pod and text(r, 2) == sid and text(r, 5) == "MyServiceShutdown")
+    channel.close()
+    print("%d checks failed" % failures)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
