@@ -3,15 +3,23 @@ import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Registry } from "prom-client";
 import type { Logger } from "../common/logger.js";
 import { createTokenVerifier } from "../common/tokens.js";
+import { Health } from "../gen/grpc/health/v1/health_pb.js";
+import { AdminService } from "../gen/mygateway/admin/v1/admin_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { createLogin, peerHeader } from "./auth/login-service.js";
 import { LoginThrottle } from "./auth/login-throttle.js";
 import type { UserStore } from "./auth/user-store.js";
 import type { GatewayConfig } from "./config.js";
 import { createFrontDoor } from "./front-door.js";
+import { registerAdminService } from "./ops/admin-service.js";
+import { createDashboardHandler } from "./ops/dashboard.js";
 import { registerHealthService } from "./ops/health-service.js";
+import { createCallMetricsInterceptor, createGatewayMetrics } from "./ops/metrics.js";
+import { reflectionServices, registerReflectionService } from "./ops/reflection.js";
+import { requestIdOf } from "./ops/request-id.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
 import { LeaseStore } from "./leases/lease-store.js";
 import { combinedDiscovery, dnsDiscovery, staticDiscovery } from "./pool/discovery.js";
@@ -44,12 +52,14 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
   const store = new LeaseStore({ path: config.leaseDbPath, synchronous: config.leaseDbSynchronous });
   const upstream = new UpstreamPool({ connectTimeoutMs: config.upstreamConnectTimeoutMs });
   const verifyToken = createTokenVerifier({ secret: config.jwtSecret });
+  const metrics = createGatewayMetrics(new Registry(), { state: store });
   let pool: InstancePool;
   const keeper = new LeaseKeeper({
     store,
     idleTtlMs: config.leaseIdleTtlMs,
     logger,
     onExpired: (lease) => {
+      metrics.leaseExpired();
       router.noteLostLease(lease, "expired");
       void pool.recycle(lease.instanceAddress, lease.sessionId);
     },
@@ -60,6 +70,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     verifyToken,
     leaseIdleTtlMs: config.leaseIdleTtlMs,
     maxSessionsPerUser: config.maxSessionsPerUser,
+    onAllocation: (result, durationMs) => metrics.allocation(result, durationMs),
   });
   const discovery = combinedDiscovery([
     ...(config.instanceAddresses.length > 0 ? [staticDiscovery(config.instanceAddresses)] : []),
@@ -75,32 +86,85 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     discoveryIntervalMs: config.discoveryIntervalMs,
     jwtSecret: config.jwtSecret,
     logger,
-    onLeaseReleased: (lease, reason) => router.noteLostLease(lease, reason),
+    onLeaseReleased: (lease, reason) => {
+      metrics.leaseRevoked(reason);
+      router.noteLostLease(lease, reason);
+    },
+    onHealthChange: (address, healthy) => metrics.healthChange(address, healthy),
+    onRecycled: (_address, ok) => metrics.recycled(ok),
   });
 
-  const relay = createGrpcRelay({ router, pool, upstream, keeper, maxMessageBytes: config.maxMessageBytes, logger });
+  const relay = createGrpcRelay({
+    router,
+    pool,
+    upstream,
+    keeper,
+    maxMessageBytes: config.maxMessageBytes,
+    logger,
+    onCallEnd: (method, code, durationMs) => metrics.proxiedCall(method, code, durationMs),
+  });
   const proxy = createConnectProxy({ router, keeper, maxMessageBytes: config.maxMessageBytes });
   const throttle = new LoginThrottle({
     perUser: { maxFailures: config.loginMaxFailuresPerUser, windowMs: config.loginUserFailureWindowMs },
     perPeer: { maxFailures: config.loginMaxFailuresPerPeer, windowMs: config.loginPeerFailureWindowMs },
   });
-  const login = createLogin({ users, jwtSecret: config.jwtSecret, tokenLifetimeMs: config.tokenLifetimeMs, logger, throttle });
+  const login = createLogin({
+    users,
+    jwtSecret: config.jwtSecret,
+    tokenLifetimeMs: config.tokenLifetimeMs,
+    logger,
+    throttle,
+    onResult: (result) => metrics.login(result),
+  });
 
   let closing = false;
   const routes = (r: ConnectRouter) => {
     r.service(MyServiceAPI, {
-      login: (request, context) => login(request, context.requestHeader.get(peerHeader) ?? undefined),
+      login: (request, context) =>
+        login(
+          request,
+          context.requestHeader.get(peerHeader) ?? undefined,
+          logger.child({ requestId: requestIdOf(context.requestHeader), sessionId: request.sessionId }),
+        ),
       myServiceEcho: (request, context) => proxy.echo(request, context),
       myServiceSubscribe: (request, context) => proxy.subscribe(request, context),
       myServiceShutdown: (_request, context) => proxy.shutdown(context),
     });
     registerHealthService(r, { live: () => !closing, ready: () => pool.healthyCount() > 0 });
+    registerAdminService(r, {
+      store,
+      pool,
+      router,
+      verifyToken,
+      logger,
+      stats: () => metrics.stats(),
+      onReleased: () => metrics.leaseRevoked("admin"),
+    });
+    registerReflectionService(r, [MyServiceAPI, Health, AdminService, ...reflectionServices]);
   };
+  const dashboard = createDashboardHandler();
   const handler = connectNodeAdapter({
     routes,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
+    // Connect and gRPC-Web MyService* calls; the native relay reports its calls itself.
+    interceptors: [createCallMetricsInterceptor(MyServiceAPI.typeName, metrics.proxiedCall)],
     fallback(request, response) {
+      if (request.method === "GET" && request.url === "/metrics") {
+        metrics.registry.metrics().then(
+          (body) => {
+            response.writeHead(200, { "content-type": metrics.registry.contentType });
+            response.end(body);
+          },
+          (error: unknown) => {
+            logger.error({ err: error }, "metrics collection failed");
+            response.writeHead(500, { "content-type": "text/plain" });
+            response.end("metrics collection failed\n");
+          },
+        );
+        return;
+      }
+      if (dashboard(request, response)) return;
       if (request.method === "GET" && request.url === "/healthz") {
         response.writeHead(closing ? 503 : 200, { "content-type": "text/plain" });
         response.end(closing ? "stopping\n" : "ok\n");

@@ -41,6 +41,8 @@ export interface InstancePoolOptions {
   readonly onLeaseReleased?: (lease: Lease, reason: ReleaseReason) => void;
   /** Called when an instance is declared dead or comes back. */
   readonly onHealthChange?: (address: string, healthy: boolean) => void;
+  /** Called when a recycle finished: `ok` when the instance accepted the shutdown (metrics). */
+  readonly onRecycled?: (address: string, ok: boolean) => void;
 }
 
 /** Live, in-memory view of one instance (the durable part is in the store). */
@@ -248,6 +250,12 @@ export class InstancePool {
 
   /** Shuts an instance down on `sessionId`'s behalf so its supervisor restarts it clean (SPEC 4.6). */
   async recycle(address: string, sessionId: string): Promise<boolean> {
+    const ok = await this.shutDownFor(address, sessionId);
+    this.options.onRecycled?.(address, ok);
+    return ok;
+  }
+
+  private async shutDownFor(address: string, sessionId: string): Promise<boolean> {
     const { logger } = this.options;
     try {
       const { token } = await issueToken(this.options.jwtSecret, { sub: "gateway", role: "system", session_id: sessionId }, 60_000);

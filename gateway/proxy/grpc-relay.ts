@@ -186,6 +186,8 @@ class RelayCall {
       return;
     }
     this.up = up;
+    conn.active++;
+    up.once("close", () => conn.active--);
     this.upTrailers = undefined;
     this.responseMeter = new GrpcFrameMeter(this.o.maxMessageBytes);
     up.on("error", noop);

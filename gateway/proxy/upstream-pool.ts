@@ -8,6 +8,11 @@ export interface UpstreamPoolOptions {
   readonly connectTimeoutMs?: number;
   /** Largest frame payload read from an instance, bytes. Default 16 KiB × 64. */
   readonly maxFrameSize?: number;
+  /**
+   * Another connection is opened only while every pooled one carries at least this many relayed
+   * streams. Default 8.
+   */
+  readonly streamsBeforeNewConnection?: number;
 }
 
 /** One pooled HTTP/2 connection to an instance. */
@@ -22,6 +27,8 @@ export interface UpstreamConnection {
   bootId?: string;
   /** The identification in progress or done. */
   identity?: Promise<string>;
+  /** Relayed streams open on this connection (counted by the relay). */
+  active: number;
 }
 
 /** Error of a connection that could not be established; `refused` means nothing listens there. */
@@ -43,12 +50,14 @@ export class ConnectFailure extends Error {
 export class UpstreamPool {
   private readonly perInstance: number;
   private readonly connectTimeoutMs: number;
+  private readonly busyStreams: number;
   private readonly pools = new Map<string, { conns: UpstreamConnection[]; next: number }>();
   private closed = false;
 
   constructor(options: UpstreamPoolOptions = {}) {
     this.perInstance = Math.max(1, options.connectionsPerInstance ?? 2);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+    this.busyStreams = Math.max(1, options.streamsBeforeNewConnection ?? 8);
   }
 
   /** A live (or connecting) connection to `address`. */
@@ -59,7 +68,9 @@ export class UpstreamPool {
       pool = { conns: [], next: 0 };
       this.pools.set(address, pool);
     }
-    if (pool.conns.length < this.perInstance) {
+    // Grow only under load: the first call of a new lease then reuses the connection the
+    // health probe opened and identified, instead of opening and identifying another one.
+    if (pool.conns.length < this.perInstance && pool.conns.every((c) => c.active >= this.busyStreams)) {
       const conn = this.open(address, pool.conns);
       pool.conns.push(conn);
       return conn;
@@ -107,7 +118,7 @@ export class UpstreamPool {
     session.on("goaway", () => remove());
     session.on("close", () => remove());
     session.unref();
-    const conn: UpstreamConnection = { address, session, connected, isConnected: () => isConnected };
+    const conn: UpstreamConnection = { address, session, connected, isConnected: () => isConnected, active: 0 };
     return conn;
   }
 
