@@ -29,8 +29,11 @@ export interface LoginOptions {
 export const peerHeader = "x-gateway-peer";
 
 /** The Login handler (SPEC 4.1): validates, checks the password, issues a JWT. No instance is leased. */
-export function createLogin(options: LoginOptions): (request: LoginRequest, peer?: string) => Promise<LoginResponse> {
-  return async (request, peer) => {
+export function createLogin(
+  options: LoginOptions,
+): (request: LoginRequest, peer?: string, log?: Logger) => Promise<LoginResponse> {
+  // `log`: the call's logger (request id, session id); default the gateway's.
+  return async (request, peer, log = options.logger) => {
     if (request.username === "") {
       options.onResult?.("invalid_argument");
       throw new ConnectError(messages.usernameRequired, Code.InvalidArgument);
@@ -49,7 +52,7 @@ export function createLogin(options: LoginOptions): (request: LoginRequest, peer
     const decision = options.throttle?.begin(request.username, peer);
     if (decision !== undefined && !decision.allowed) {
       options.onResult?.("throttled");
-      options.logger.warn({ username: request.username.slice(0, 128), peer, by: decision.by }, "login throttled");
+      log.warn({ username: request.username.slice(0, 128), peer, by: decision.by }, "login throttled");
       const error = new ConnectError(
         `too many failed logins; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`,
         Code.ResourceExhausted,
@@ -67,7 +70,7 @@ export function createLogin(options: LoginOptions): (request: LoginRequest, peer
     if (user === undefined) {
       decision?.attempt.failed();
       options.onResult?.("denied");
-      options.logger.info({ username: request.username.slice(0, 128) }, "login refused");
+      log.info({ username: request.username.slice(0, 128) }, "login refused");
       throw new ConnectError(messages.badCredentials, Code.PermissionDenied);
     }
     decision?.attempt.succeeded();
@@ -77,7 +80,7 @@ export function createLogin(options: LoginOptions): (request: LoginRequest, peer
       options.tokenLifetimeMs,
     );
     options.onResult?.("ok");
-    options.logger.info({ username: user.username, sessionId: request.sessionId }, "login");
+    log.info({ username: user.username, sessionId: request.sessionId }, "login");
     return create(LoginResponseSchema, { token, expiresAt: timestampFromMs(exp * 1000), role: user.role });
   };
 }
