@@ -14,6 +14,9 @@ export interface TokenClaims {
   readonly exp: number;
 }
 
+/** Longest token lifetime accepted (`exp - iat`), seconds: 30 days, the most `TOKEN_EXPIRATION` allows. */
+export const maxLifetimeSeconds = 30 * 24 * 3600;
+
 /** Minimum length of `JWT_SECRET` in bytes: HS256 wants a key at least as long as its hash. */
 export const minSecretBytes = 32;
 
@@ -78,7 +81,11 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         typeof session_id !== "string" ||
         session_id === "" ||
         typeof iat !== "number" ||
-        typeof exp !== "number"
+        typeof exp !== "number" ||
+        !Number.isSafeInteger(iat) ||
+        !Number.isSafeInteger(exp) ||
+        exp - iat > maxLifetimeSeconds ||
+        exp <= iat
       ) {
         return undefined;
       }

@@ -26,6 +26,7 @@ describe("myservice loadConfig()", () => {
       jwtSecret: secret,
       subscribeIntervalMs: 5000,
       podName: hostname(),
+      maxMessageBytes: 4 * 1024 * 1024,
       logLevel: "info",
       logFormat: "json",
     });
@@ -42,6 +43,7 @@ describe("myservice loadConfig()", () => {
         HOSTNAME: "pod-7",
         LOG_LEVEL: "warn",
         LOG_FORMAT: "pretty",
+        MAX_MESSAGE_BYTES: "65536",
       }),
       {
         port: 5001,
@@ -49,6 +51,7 @@ describe("myservice loadConfig()", () => {
         jwtSecret: secret,
         subscribeIntervalMs: 250,
         podName: "pod-7",
+        maxMessageBytes: 65536,
         logLevel: "warn",
         logFormat: "pretty",
       },

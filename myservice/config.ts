@@ -14,6 +14,8 @@ export interface MyServiceConfig {
   readonly subscribeIntervalMs: number;
   /** `HOSTNAME`: pod name reported in every reply. Default the machine's host name. */
   readonly podName: string;
+  /** `MAX_MESSAGE_BYTES`: largest message either way after decompression, bytes. Default 4 MiB. */
+  readonly maxMessageBytes: number;
   /** `LOG_LEVEL`: pino level. Default `info`. */
   readonly logLevel: string;
   /** `LOG_FORMAT`: `json` or `pretty`. Default `json`. */
@@ -33,6 +35,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): M
     jwtSecret,
     subscribeIntervalMs: r.integer("SUBSCRIBE_INTERVAL_MS", 5000, 1, 86_400_000),
     podName: r.string("HOSTNAME", hostname()),
+    maxMessageBytes: r.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     logLevel: r.oneOf("LOG_LEVEL", "info", ["trace", "debug", "info", "warn", "error", "fatal", "silent"]),
     logFormat: r.oneOf("LOG_FORMAT", "json", ["json", "pretty"]),
   };

@@ -16,13 +16,13 @@ export interface MyServiceServer {
   readonly bootId: string;
   /** Resolves once a Shutdown was accepted and its reply has left (or failed to leave). */
   readonly shutdownFlushed: Promise<string>;
-  /** Stops listening and closes every connection. */
+  /** Stops listening and closes every connection (gracefully, then by force after 500 ms). */
   close(): Promise<void>;
 }
 
 /** Builds an instance from its configuration; `main.ts` listens and exits. */
 export function createMyServiceServer(
-  config: Pick<MyServiceConfig, "jwtSecret" | "podName" | "subscribeIntervalMs">,
+  config: Pick<MyServiceConfig, "jwtSecret" | "podName" | "subscribeIntervalMs"> & { maxMessageBytes?: number },
   logger: Logger,
 ): MyServiceServer {
   const bootId = randomUUID();
@@ -42,7 +42,9 @@ export function createMyServiceServer(
       logger.info({ sessionId }, "shutdown accepted; exiting once the reply is flushed");
     },
   });
-  const handler = connectNodeAdapter({ routes });
+  // The limit applies after decompression: a small gzip bomb is refused, not inflated.
+  const maxBytes = config.maxMessageBytes ?? 4 * 1024 * 1024;
+  const handler = connectNodeAdapter({ routes, readMaxBytes: maxBytes, writeMaxBytes: maxBytes });
   const server = http2.createServer({}, handler);
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
@@ -63,9 +65,15 @@ export function createMyServiceServer(
     bootId,
     shutdownFlushed,
     close() {
+      // Graceful first (GOAWAY, pending frames flushed — the Shutdown reply's trailers must
+      // reach the gateway), then whatever is still open (e.g. a Subscribe) is cut.
       return new Promise((resolve) => {
         server.close(() => resolve());
-        for (const session of sessions) session.destroy();
+        for (const session of sessions) session.close();
+        setTimeout(() => {
+          for (const session of sessions) session.destroy();
+          resolve();
+        }, 500).unref();
       });
     },
   };

@@ -33,27 +33,8 @@ async function podProcess(stack: Stack, pod: string) {
   return p;
 }
 
-/** Waits until the gateway's store shows every instance free and allocatable (recycling done). */
-async function settle(stack: Stack, timeoutMs = 20_000) {
-  const expected = (await stack.processes()).filter((p) => p.kind === "myservice").length;
-  const deadline = Date.now() + timeoutMs;
-  let free = -1;
-  while (Date.now() < deadline) {
-    const db = new Database(join(stack.dataDir, "leases.db"), { readonly: true, fileMustExist: true });
-    try {
-      free = (
-        db
-          .prepare("SELECT COUNT(*) AS n FROM instances WHERE session_id IS NULL AND healthy = 1 AND clean = 1 AND draining = 0")
-          .get() as { n: number }
-      ).n;
-    } finally {
-      db.close();
-    }
-    if (free === expected) return;
-    await sleep(100);
-  }
-  assert.fail(`only ${free} of ${expected} instances became free within ${timeoutMs} ms`);
-}
+/** Waits until every instance is free and allocatable again (recycling done). */
+const settle = (stack: Stack) => stack.waitAllFree();
 
 async function waitGatewayRestarted(stack: Stack, restartsBefore: number) {
   await stack.waitFor((ps) => ps.some((p) => p.kind === "gateway" && p.state === "running" && p.restarts > restartsBefore), 15_000);

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import Database from "better-sqlite3";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
@@ -32,6 +33,8 @@ export interface StackOptions {
   readonly env?: Record<string, string>;
   /** `false` runs the instances only (`--no-gateway`). Default `true`. */
   readonly gateway?: boolean;
+  /** `false`: do not wait for every instance to be free and allocatable before returning. Default true. */
+  readonly waitAllFree?: boolean;
   /** Longest wait for the stack to be ready, milliseconds. Default 20,000. */
   readonly startTimeoutMs?: number;
 }
@@ -60,6 +63,8 @@ export interface Stack {
   signal(name: string, sig: string): Promise<ProcessInfo[]>;
   /** Polls the process list until `predicate` holds; throws after `timeoutMs` (default 10,000). */
   waitFor(predicate: (processes: ProcessInfo[]) => boolean, timeoutMs?: number): Promise<ProcessInfo[]>;
+  /** Waits until the gateway's store shows every instance free and allocatable (recycling done). */
+  waitAllFree(timeoutMs?: number): Promise<void>;
   /** Launcher output so far (its own lines and every process's), for failure messages. */
   output(): string;
   /** SIGTERMs the launcher, waits until it exited, removes the temp folder. Safe to call twice. */
@@ -148,6 +153,38 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     throw error;
   }
   const client = createControlClient(state.controlUrl);
+  const dbPath = join(dataDir, "leases.db");
+
+  /** Polls the gateway's lease store (read-only) until every instance is free and allocatable. */
+  async function waitAllFree(timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let free = -1;
+    while (Date.now() < deadline) {
+      if (existsSync(dbPath)) {
+        const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+        try {
+          free = (
+            db
+              .prepare("SELECT COUNT(*) AS n FROM instances WHERE session_id IS NULL AND healthy = 1 AND clean = 1 AND draining = 0")
+              .get() as { n: number }
+          ).n;
+        } finally {
+          db.close();
+        }
+        if (free === instances) return;
+      }
+      await sleep(100);
+    }
+    throw new Error(`only ${free} of ${instances} instances became free within ${timeoutMs} ms\nlauncher output (tail):\n${tail(output)}`);
+  }
+  if (withGateway && options.waitAllFree !== false) {
+    try {
+      await waitAllFree(options.startTimeoutMs ?? 20_000);
+    } catch (error) {
+      await stop();
+      throw error;
+    }
+  }
 
   async function waitFor(predicate: (p: ProcessInfo[]) => boolean, timeoutMs = 10_000): Promise<ProcessInfo[]> {
     const deadline = Date.now() + timeoutMs;
@@ -175,6 +212,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     control: (name, action) => client.control(name, action),
     signal: (name, sig) => client.signal(name, sig),
     waitFor,
+    waitAllFree,
     output: () => output,
     stop,
   };

@@ -12,6 +12,11 @@ export interface LoginThrottleOptions {
   readonly perUser?: ThrottleLimit;
   /** Failures per client address (`LOGIN_MAX_FAILURES_PER_PEER` within `LOGIN_PEER_FAILURE_WINDOW`). Default 20 in 1 min. */
   readonly perPeer?: ThrottleLimit;
+  /**
+   * Most attempts of one username (and, ×4, of one peer) in flight at once; more are refused at
+   * once. Bounds a burst without refusing legitimate parallel logins. Default 16.
+   */
+  readonly maxConcurrent?: number;
   /** Most keys remembered per dimension; the oldest go first, so memory stays bounded. Default 100,000. */
   readonly maxKeys?: number;
   /** Clock, Unix milliseconds; tests replace it. */
@@ -35,20 +40,30 @@ export type ThrottleDecision =
 const maxKeyLength = 256;
 
 /**
- * Failed-login throttling per username and per client address (sliding windows). An attempt
- * counts as a failure from the moment it starts until it succeeds, so a burst of concurrent
- * wrong passwords cannot overrun the limit while their scrypt checks run. Unknown and known
- * usernames are throttled alike (no user enumeration). Memory is bounded by `maxKeys`.
+ * Failed-login throttling per username and per client address (sliding windows of completed
+ * failures). Attempts in flight are bounded too: at most `maxConcurrent` per user, and once a
+ * user has a recent failure, failures plus attempts in flight never exceed the limit, so a
+ * burst of concurrent wrong passwords cannot overrun it while their scrypt checks run — yet
+ * parallel logins of a user with no failures all pass. Unknown and known usernames are
+ * throttled alike (no user enumeration). Memory is bounded by `maxKeys`.
  */
 export class LoginThrottle {
   private readonly users: FailureWindows;
   private readonly peers: FailureWindows;
+  private readonly userLimit: ThrottleLimit;
+  private readonly peerLimit: ThrottleLimit;
+  private readonly inFlightUsers = new Map<string, number>();
+  private readonly inFlightPeers = new Map<string, number>();
+  private readonly maxConcurrent: number;
   private readonly now: () => number;
 
   constructor(options: LoginThrottleOptions = {}) {
     const maxKeys = options.maxKeys ?? 100_000;
-    this.users = new FailureWindows(options.perUser ?? { maxFailures: 5, windowMs: 5 * 60_000 }, maxKeys);
-    this.peers = new FailureWindows(options.perPeer ?? { maxFailures: 20, windowMs: 60_000 }, maxKeys);
+    this.userLimit = options.perUser ?? { maxFailures: 5, windowMs: 5 * 60_000 };
+    this.peerLimit = options.perPeer ?? { maxFailures: 20, windowMs: 60_000 };
+    this.users = new FailureWindows(this.userLimit, maxKeys);
+    this.peers = new FailureWindows(this.peerLimit, maxKeys);
+    this.maxConcurrent = Math.max(1, options.maxConcurrent ?? 16);
     this.now = options.now ?? Date.now;
   }
 
@@ -57,27 +72,38 @@ export class LoginThrottle {
     const now = this.now();
     const userKey = username.length > maxKeyLength ? `${username.slice(0, maxKeyLength)}…${username.length}` : username;
     const peerKey = peer === undefined || peer === "" ? undefined : peer.slice(0, maxKeyLength);
-    const userWait = this.users.waitMs(userKey, now);
-    const peerWait = peerKey === undefined ? 0 : this.peers.waitMs(peerKey, now);
+    const userWait = this.users.waitMs(userKey, now, this.inFlightUsers.get(userKey) ?? 0);
+    const peerWait = peerKey === undefined ? 0 : this.peers.waitMs(peerKey, now, this.inFlightPeers.get(peerKey) ?? 0);
     if (userWait > 0 || peerWait > 0) {
       return userWait >= peerWait
         ? { allowed: false, retryAfterMs: userWait, by: "user" }
         : { allowed: false, retryAfterMs: peerWait, by: "peer" };
     }
-    this.users.add(userKey, now);
-    const peerEntry = peerKey === undefined ? undefined : this.peers.add(peerKey, now);
+    // Bursts: a second or so is how long a scrypt check takes under load.
+    if ((this.inFlightUsers.get(userKey) ?? 0) >= this.maxConcurrent) return { allowed: false, retryAfterMs: 1000, by: "user" };
+    if (peerKey !== undefined && (this.inFlightPeers.get(peerKey) ?? 0) >= this.maxConcurrent * 4) {
+      return { allowed: false, retryAfterMs: 1000, by: "peer" };
+    }
+    increment(this.inFlightUsers, userKey, 1);
+    if (peerKey !== undefined) increment(this.inFlightPeers, peerKey, 1);
     let settled = false;
+    const settle = () => {
+      if (settled) return false;
+      settled = true;
+      increment(this.inFlightUsers, userKey, -1);
+      if (peerKey !== undefined) increment(this.inFlightPeers, peerKey, -1);
+      return true;
+    };
     return {
       allowed: true,
       attempt: {
         succeeded: () => {
-          if (settled) return;
-          settled = true;
-          this.users.forget(userKey);
-          if (peerKey !== undefined && peerEntry !== undefined) this.peers.remove(peerKey, peerEntry);
+          if (settle()) this.users.forget(userKey);
         },
         failed: () => {
-          settled = true;
+          if (!settle()) return;
+          this.users.add(userKey, this.now());
+          if (peerKey !== undefined) this.peers.add(peerKey, this.now());
         },
       },
     };
@@ -102,16 +128,19 @@ class FailureWindows {
     return this.byKey.size;
   }
 
-  /** Milliseconds until one more attempt is allowed for `key`; 0 when allowed now. */
-  waitMs(key: string, now: number): number {
+  /**
+   * Milliseconds until one more attempt is allowed for `key`; 0 when allowed now. With recent
+   * failures, `inFlight` attempts count as failures (they may well be).
+   */
+  waitMs(key: string, now: number, inFlight = 0): number {
     if (this.limit.maxFailures <= 0) return 0;
     const list = this.prune(key, now);
-    if (list === undefined || list.length < this.limit.maxFailures) return 0;
-    // Allowed again once the oldest failure counted leaves the window.
+    if (list === undefined || list.length === 0) return 0;
+    if (list.length < this.limit.maxFailures) return list.length + inFlight < this.limit.maxFailures ? 0 : 1000;
     return Math.max(1, (list[list.length - this.limit.maxFailures] as number) + this.limit.windowMs - now);
   }
 
-  /** Counts an attempt now; returns its timestamp token (to remove it on success). */
+  /** Counts a failure now; returns its timestamp. */
   add(key: string, now: number): number | undefined {
     if (this.limit.maxFailures <= 0) return undefined;
     let list = this.byKey.get(key);
@@ -131,14 +160,6 @@ class FailureWindows {
     return now;
   }
 
-  remove(key: string, entry: number): void {
-    const list = this.byKey.get(key);
-    if (list === undefined) return;
-    const i = list.lastIndexOf(entry);
-    if (i >= 0) list.splice(i, 1);
-    if (list.length === 0) this.byKey.delete(key);
-  }
-
   forget(key: string): void {
     this.byKey.delete(key);
   }
@@ -156,4 +177,10 @@ class FailureWindows {
     }
     return list;
   }
+}
+
+function increment(map: Map<string, number>, key: string, by: number): void {
+  const n = (map.get(key) ?? 0) + by;
+  if (n <= 0) map.delete(key);
+  else map.set(key, n);
 }

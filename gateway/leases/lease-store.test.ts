@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { type TestContext, describe, it } from "node:test";
 import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
+import { AcquireQueue } from "./acquire-queue.js";
 import { type InstanceStatus, LeaseStore } from "./lease-store.js";
 
 const ttl = 60_000;
@@ -183,6 +184,67 @@ describe("LeaseStore.acquire()", () => {
     // Only the avoided instance is left.
     assert.deepEqual(store.acquire("x2", "alice", ttl, "a:1"), { kind: "busy" });
     assert.equal(acquiredAddress(store, "x2"), "a:1");
+  });
+});
+
+describe("LeaseStore.acquireBatch()", () => {
+  it("acquires in order in one transaction: distinct instances, then busy; a repeated session gets its lease", (t) => {
+    const { store } = openStore(t);
+    ready(store, ["a:1", "b:1"]);
+    const results = store.acquireBatch([
+      { sessionId: "s1", owner: "alice", ttlMs: ttl },
+      { sessionId: "s2", owner: "bob", ttlMs: ttl },
+      { sessionId: "s1", owner: "alice", ttlMs: ttl },
+      { sessionId: "s3", owner: "carol", ttlMs: ttl },
+    ]);
+    assert.deepEqual(results.map((r) => r.kind), ["acquired", "acquired", "existing", "busy"]);
+    const [first, second, again] = results as [Extract<typeof results[0], { lease: unknown }>, Extract<typeof results[0], { lease: unknown }>, Extract<typeof results[0], { lease: unknown }>];
+    assert.notEqual(first.lease.instanceAddress, second.lease.instanceAddress);
+    assert.equal(again.lease.instanceAddress, first.lease.instanceAddress);
+    assert.equal(store.leases().length, 2);
+  });
+
+  it("applies the per-owner limit inside the transaction, counting leases of the same batch", (t) => {
+    const { store } = openStore(t);
+    ready(store, ["a:1", "b:1", "c:1"]);
+    const results = store.acquireBatch([
+      { sessionId: "s1", owner: "alice", ttlMs: ttl, maxPerOwner: 2 },
+      { sessionId: "s2", owner: "alice", ttlMs: ttl, maxPerOwner: 2 },
+      { sessionId: "s3", owner: "alice", ttlMs: ttl, maxPerOwner: 2 },
+      { sessionId: "s4", owner: "bob", ttlMs: ttl, maxPerOwner: 2 },
+    ]);
+    assert.deepEqual(results.map((r) => r.kind), ["acquired", "acquired", "user-limit", "acquired"]);
+  });
+});
+
+describe("AcquireQueue", () => {
+  it("commits the acquisitions of one event-loop turn together and resolves each with its own result", async (t) => {
+    const { store } = openStore(t);
+    ready(store, ["a:1", "b:1"]);
+    let batches = 0;
+    const original = store.acquireBatch.bind(store);
+    store.acquireBatch = (requests) => {
+      batches++;
+      return original(requests);
+    };
+    const queue = new AcquireQueue(store);
+    const results = await Promise.all(
+      ["s1", "s2", "s3"].map((sessionId) => queue.acquire({ sessionId, owner: "alice", ttlMs: ttl })),
+    );
+    assert.equal(batches, 1, "one transaction for the three");
+    assert.deepEqual(results.map((r) => r.kind), ["acquired", "acquired", "busy"]);
+    assert.equal((await queue.acquire({ sessionId: "s1", owner: "alice", ttlMs: ttl })).kind, "existing");
+    assert.equal(batches, 2);
+  });
+
+  it("rejects every waiter of a batch whose transaction fails", async (t) => {
+    const { store } = openStore(t);
+    store.acquireBatch = () => {
+      throw new Error("disk full");
+    };
+    const queue = new AcquireQueue(store);
+    const outcomes = await Promise.allSettled([1, 2].map((i) => queue.acquire({ sessionId: `s${i}`, owner: "a", ttlMs: ttl })));
+    assert.deepEqual(outcomes.map((o) => o.status), ["rejected", "rejected"]);
   });
 });
 

@@ -47,7 +47,21 @@ export type AcquireResult =
   /** Healthy instances exist, none is free. */
   | { readonly kind: "busy" }
   /** No healthy instance at all. */
-  | { readonly kind: "unavailable" };
+  | { readonly kind: "unavailable" }
+  /** The owner already holds `maxPerOwner` leases. */
+  | { readonly kind: "user-limit" };
+
+/** One acquisition, for `acquireBatch`. */
+export interface AcquireRequest {
+  readonly sessionId: string;
+  readonly owner: string;
+  /** Idle expiry of the new lease, milliseconds. */
+  readonly ttlMs: number;
+  /** Skip this instance (a transfer away from it). */
+  readonly avoidAddress?: string;
+  /** Most leases one owner may hold; 0 or absent = no limit. */
+  readonly maxPerOwner?: number;
+}
 
 /** What `recordStatus` changed. */
 export interface ReconcileOutcome {
@@ -227,30 +241,8 @@ export class LeaseStore {
       setDraining: db.prepare<[number, number, string]>("UPDATE instances SET draining = ?, updated_at = ? WHERE address = ?"),
     };
 
-    this.acquireTx = db.transaction(
-      (sessionId: string, owner: string, ttlMs: number, avoidAddress: string | undefined): AcquireResult => {
-        const existing = this.stmts.lease.get(sessionId);
-        if (existing !== undefined) return { kind: "existing", lease: leaseFromRow(existing) };
-        const instance =
-          avoidAddress === undefined ? this.stmts.pickFree.get() : this.stmts.pickFreeExcept.get(avoidAddress);
-        if (instance === undefined) {
-          return this.stmts.anyHealthy.get() === undefined ? { kind: "unavailable" } : { kind: "busy" };
-        }
-        const now = this.now();
-        const row: LeaseRow = {
-          session_id: sessionId,
-          instance_address: instance.address,
-          pod_name: instance.pod_name,
-          owner,
-          instance_boot_id: instance.boot_id,
-          created_at: now,
-          last_activity: now,
-          expires_at: now + ttlMs,
-        };
-        this.stmts.insertLease.run(row);
-        this.stmts.occupy.run(sessionId, now, instance.address);
-        return { kind: "acquired", lease: leaseFromRow(row) };
-      },
+    this.acquireTx = db.transaction((requests: readonly AcquireRequest[]): AcquireResult[] =>
+      requests.map((request) => this.acquireInTransaction(request)),
     );
 
     this.releaseTx = db.transaction((sessionId: string, expectAddress: string | undefined): Lease | undefined => {
@@ -312,6 +304,33 @@ export class LeaseStore {
     );
   }
 
+  private acquireInTransaction(request: AcquireRequest): AcquireResult {
+    const { sessionId, owner, ttlMs, avoidAddress, maxPerOwner } = request;
+    const existing = this.stmts.lease.get(sessionId);
+    if (existing !== undefined) return { kind: "existing", lease: leaseFromRow(existing) };
+    if (maxPerOwner !== undefined && maxPerOwner > 0 && (this.stmts.countByOwner.get(owner)?.n ?? 0) >= maxPerOwner) {
+      return { kind: "user-limit" };
+    }
+    const instance = avoidAddress === undefined ? this.stmts.pickFree.get() : this.stmts.pickFreeExcept.get(avoidAddress);
+    if (instance === undefined) {
+      return this.stmts.anyHealthy.get() === undefined ? { kind: "unavailable" } : { kind: "busy" };
+    }
+    const now = this.now();
+    const row: LeaseRow = {
+      session_id: sessionId,
+      instance_address: instance.address,
+      pod_name: instance.pod_name,
+      owner,
+      instance_boot_id: instance.boot_id,
+      created_at: now,
+      last_activity: now,
+      expires_at: now + ttlMs,
+    };
+    this.stmts.insertLease.run(row);
+    this.stmts.occupy.run(sessionId, now, instance.address);
+    return { kind: "acquired", lease: leaseFromRow(row) };
+  }
+
   private migrate(): void {
     // The version is read inside the write transaction: two gateways opening a new file at
     // once must not both run a migration.
@@ -348,7 +367,15 @@ export class LeaseStore {
   acquire(sessionId: string, owner: string, ttlMs: number, avoidAddress?: string): AcquireResult {
     const existing = this.get(sessionId);
     if (existing !== undefined) return { kind: "existing", lease: existing };
-    return this.acquireTx.immediate(sessionId, owner, ttlMs, avoidAddress);
+    return this.acquireTx.immediate([{ sessionId, owner, ttlMs, avoidAddress }])[0] as AcquireResult;
+  }
+
+  /**
+   * Several acquisitions in one write transaction, in order (group commit: one fsync for all
+   * of them). A session listed twice gets `existing` the second time.
+   */
+  acquireBatch(requests: readonly AcquireRequest[]): AcquireResult[] {
+    return requests.length === 0 ? [] : this.acquireTx.immediate(requests);
   }
 
   /** Number of leases a user holds. */

@@ -43,7 +43,7 @@ export function createConnectProxy(options: ConnectProxyOptions) {
         context.requestHeader.get("session-id") ?? undefined,
         context.requestHeader.get("authorization") ?? undefined,
       );
-      const { lease, transfer } = options.router.route(method, caller);
+      const { lease, transfer } = await options.router.route(method, caller);
       if (transfer !== undefined) {
         context.responseHeader.set(transferHeaders.from, transfer.fromPod);
         context.responseHeader.set(transferHeaders.to, transfer.toPod);

@@ -5,8 +5,15 @@ import { grpcStatusOf, messages } from "../errors.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease } from "../leases/lease-store.js";
 import type { InstancePool } from "../pool/instance-pool.js";
-import { type Caller, type ProxiedMethod, type SessionRouter, type Transfer, transferHeaders } from "../routing/session-router.js";
-import { GrpcFrameMeter, encodeGrpcMessage } from "./grpc-frames.js";
+import {
+  type Caller,
+  type ProxiedMethod,
+  type Route,
+  type SessionRouter,
+  type Transfer,
+  transferHeaders,
+} from "../routing/session-router.js";
+import { GrpcFrameMeter, decodeGrpcMessage, encodeGrpcMessage } from "./grpc-frames.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 /** Paths the relay serves, by method. */
@@ -125,19 +132,25 @@ class RelayCall {
     if (this.finished) return;
     this.caller = caller;
     try {
-      const { lease, transfer } = this.o.router.route(this.method, caller);
-      if (transfer !== undefined) {
-        this.transfer = transfer;
-        this.log().info({ from: transfer.fromPod, to: transfer.toPod, reason: transfer.reason }, "session moved to a new instance");
-      }
-      if (this.method === "MyServiceSubscribe") {
-        this.o.keeper.streamOpened(caller.sessionId);
-        this.streamCounted = true;
-      }
-      this.attempt(lease);
+      const route = this.o.router.route(this.method, caller);
+      if (route instanceof Promise) route.then((r) => this.send(caller, r), (e) => this.failWith(e));
+      else this.send(caller, route);
     } catch (error) {
       this.failWith(error);
     }
+  }
+
+  private send(caller: Caller, { lease, transfer }: Route): void {
+    if (this.finished) return;
+    if (transfer !== undefined) {
+      this.transfer = transfer;
+      this.log().info({ from: transfer.fromPod, to: transfer.toPod, reason: transfer.reason }, "session moved to a new instance");
+    }
+    if (this.method === "MyServiceSubscribe") {
+      this.o.keeper.streamOpened(caller.sessionId);
+      this.streamCounted = true;
+    }
+    this.attempt(lease);
   }
 
   private attempt(lease: Lease): void {
@@ -261,8 +274,13 @@ class RelayCall {
       return;
     }
     const code = Number(status);
-    if (this.method === "MyServiceShutdown" && code === 0) {
-      // SPEC 4.5: a successful Shutdown releases the lease.
+    if (
+      this.method === "MyServiceShutdown" &&
+      (code === 0 ||
+        (code === Code.PermissionDenied && decodeGrpcMessage(trailers?.["grpc-message"] as string | undefined) === messages.sessionNotSet))
+    ) {
+      // SPEC 4.5: a successful Shutdown releases the lease. So does an instance that holds no
+      // session at all (the session's first call never reached it): the lease is empty.
       this.o.router.releaseAfterShutdown(lease);
     }
     const out: OutgoingHttpHeaders = {};
@@ -294,7 +312,8 @@ class RelayCall {
       return;
     }
     try {
-      const moved = this.o.router.transfer(this.caller, lease, "instance-lost");
+      const moved = await this.o.router.transfer(this.caller, lease, "instance-lost");
+      if (this.finished) return;
       this.transferred = true;
       this.transfer = moved.transfer;
       this.log().warn({ from: moved.transfer.fromPod, to: moved.transfer.toPod }, "instance lost; session moved and call replayed");

@@ -2,6 +2,7 @@ import { Code } from "@connectrpc/connect";
 import { type AuthFailure, authenticateCall } from "../../common/metadata-auth.js";
 import type { TokenClaims, TokenVerifier } from "../../common/tokens.js";
 import { GatewayError, busyError, messages, unavailableError } from "../errors.js";
+import { AcquireQueue } from "../leases/acquire-queue.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease, LeaseStore } from "../leases/lease-store.js";
 
@@ -19,6 +20,12 @@ export interface Transfer {
   readonly fromPod: string;
   readonly toPod: string;
   readonly reason: string;
+}
+
+/** Where a call goes. */
+export interface Route {
+  readonly lease: Lease;
+  readonly transfer?: Transfer;
 }
 
 /** Metadata keys naming a transfer on the response (headers, or trailers of an open stream). */
@@ -53,10 +60,13 @@ const authErrors: Record<AuthFailure, GatewayError> = {
  * (4.8). Shared by the native gRPC relay and the Connect/gRPC-Web proxy.
  */
 export class SessionRouter {
+  private readonly queue: AcquireQueue;
   /** Sessions whose lease was released because their instance died: the next call says so. */
   private readonly lostLeases = new Map<string, { pod: string; reason: string }>();
 
-  constructor(private readonly options: SessionRouterOptions) {}
+  constructor(private readonly options: SessionRouterOptions) {
+    this.queue = new AcquireQueue(options.store);
+  }
 
   /** Checks `session-id` then the token; returns the caller or throws UNAUTHENTICATED. */
   authenticate(sessionIdHeader: string | undefined, authorization: string | undefined): Caller | Promise<Caller> {
@@ -73,9 +83,10 @@ export class SessionRouter {
 
   /**
    * The lease a call of `caller` must use; acquires one for Echo/Subscribe of a session
-   * without a lease. Also returns a transfer when the session's previous instance was lost.
+   * without a lease (asynchronously: acquisitions are group-committed). Also returns a
+   * transfer when the session's previous instance was lost.
    */
-  route(method: ProxiedMethod, caller: Caller): { lease: Lease; transfer?: Transfer } {
+  route(method: ProxiedMethod, caller: Caller): Route | Promise<Route> {
     const { store, keeper } = this.options;
     const existing = store.get(caller.sessionId);
     if (existing !== undefined) {
@@ -86,28 +97,26 @@ export class SessionRouter {
     if (method === "MyServiceShutdown") {
       throw new GatewayError(Code.PermissionDenied, messages.sessionNotSet);
     }
-    const lease = this.acquire(caller);
-    const lost = this.lostLeases.get(caller.sessionId);
-    if (lost !== undefined) {
+    return this.acquire(caller).then((lease) => {
+      const lost = this.lostLeases.get(caller.sessionId);
+      if (lost === undefined) return { lease };
       this.lostLeases.delete(caller.sessionId);
       return { lease, transfer: { fromPod: lost.pod, toPod: lease.podName, reason: lost.reason } };
-    }
-    return { lease };
+    });
   }
 
-  private acquire(caller: Caller, avoidAddress?: string): Lease {
-    const { store, maxSessionsPerUser } = this.options;
+  private async acquire(caller: Caller, avoidAddress?: string): Promise<Lease> {
+    const { maxSessionsPerUser } = this.options;
     const started = performance.now();
     const done = (result: "acquired" | "busy" | "unavailable" | "user-limit") =>
       this.options.onAllocation?.(result, performance.now() - started);
-    if (maxSessionsPerUser !== undefined && maxSessionsPerUser > 0 && store.countByOwner(caller.claims.sub) >= maxSessionsPerUser) {
-      done("user-limit");
-      throw new GatewayError(
-        Code.ResourceExhausted,
-        `user ${caller.claims.sub} already holds ${maxSessionsPerUser} sessions (the per-user limit)`,
-      );
-    }
-    const result = store.acquire(caller.sessionId, caller.claims.sub, this.options.leaseIdleTtlMs, avoidAddress);
+    const result = await this.queue.acquire({
+      sessionId: caller.sessionId,
+      owner: caller.claims.sub,
+      ttlMs: this.options.leaseIdleTtlMs,
+      avoidAddress,
+      maxPerOwner: maxSessionsPerUser,
+    });
     switch (result.kind) {
       case "existing":
         this.checkOwner(result.lease, caller);
@@ -122,6 +131,12 @@ export class SessionRouter {
       case "unavailable":
         done("unavailable");
         throw unavailableError();
+      case "user-limit":
+        done("user-limit");
+        throw new GatewayError(
+          Code.ResourceExhausted,
+          `user ${caller.claims.sub} already holds ${maxSessionsPerUser} sessions (the per-user limit)`,
+        );
     }
   }
 
@@ -135,10 +150,16 @@ export class SessionRouter {
    * Moves a session off `lost` (its instance died or restarted) to the free instance free for
    * longest, once. Throws RESOURCE_EXHAUSTED / UNAVAILABLE as in SPEC 4.3 when none is free.
    */
-  transfer(caller: Caller, lost: Lease, reason: string): { lease: Lease; transfer: Transfer } {
-    this.options.store.release(lost.sessionId, lost.instanceAddress);
+  async transfer(caller: Caller, lost: Lease, reason: string): Promise<{ lease: Lease; transfer: Transfer }> {
+    const { store } = this.options;
+    if (store.release(lost.sessionId, lost.instanceAddress) === undefined) {
+      // Someone else ended or moved the lease meanwhile (Shutdown, expiry, admin, another call).
+      const current = store.get(lost.sessionId);
+      if (current === undefined) throw unavailableError();
+      return { lease: current, transfer: { fromPod: lost.podName, toPod: current.podName, reason } };
+    }
     this.lostLeases.delete(lost.sessionId);
-    const lease = this.acquire(caller, lost.instanceAddress);
+    const lease = await this.acquire(caller, lost.instanceAddress);
     return { lease, transfer: { fromPod: lost.podName, toPod: lease.podName, reason } };
   }
 
