@@ -15,7 +15,7 @@ import { type GatewayClient, type Session, echo, errorOf, gatewayClient, login, 
 import { type Stack, startStack } from "./stack.js";
 
 const usersFile = join(import.meta.dirname, "fixtures", "users.json");
-const reflectionClient = join(import.meta.dirname, "grpc_reflection_client.py");
+const reflectionClient = join(import.meta.dirname, "python", "grpc_reflection_client.py");
 const python = "/usr/bin/python3";
 const capacity = [Code.ResourceExhausted, Code.Unavailable];
 const run = promisify(execFile);

@@ -220,46 +220,33 @@ export function createGatewayMetrics(
       this.set(read().leases.length);
     },
   });
-  new Gauge({
-    name: "mygateway_lease_age_seconds",
-    help: "Age of the lease on each leased instance (since the session got it).",
-    labelNames: ["pod", "address"] as const,
-    registers,
-    collect() {
-      const { instances, leases } = read();
-      const t = now();
-      this.reset();
-      for (const lease of leases) {
-        this.set(
-          {
-            pod: podOf(instances, lease.instanceAddress) || lease.podName,
-            address: lease.instanceAddress,
-          },
-          (t - lease.createdAt) / 1000,
-        );
-      }
-    },
-  });
-  new Gauge({
-    name: "mygateway_lease_idle_seconds",
-    help: "Time since the last call of the session on each leased instance (renewals are batched, about 1 s).",
-    labelNames: ["pod", "address"] as const,
-    registers,
-    collect() {
-      const { instances, leases } = read();
-      const t = now();
-      this.reset();
-      for (const lease of leases) {
-        this.set(
-          {
-            pod: podOf(instances, lease.instanceAddress) || lease.podName,
-            address: lease.instanceAddress,
-          },
-          Math.max(0, (t - lease.lastActivity) / 1000),
-        );
-      }
-    },
-  });
+  /** A gauge with one series per lease, valued from the lease at scrape time. */
+  const perLeaseGauge = (name: string, help: string, valueOf: (lease: Lease, nowMs: number) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["pod", "address"] as const,
+      registers,
+      collect() {
+        const { instances, leases } = read();
+        const t = now();
+        this.reset();
+        for (const lease of leases) {
+          const labels = { pod: podOf(instances, lease.instanceAddress) || lease.podName, address: lease.instanceAddress };
+          this.set(labels, valueOf(lease, t));
+        }
+      },
+    });
+  perLeaseGauge(
+    "mygateway_lease_age_seconds",
+    "Age of the lease on each leased instance (since the session got it).",
+    (lease, t) => (t - lease.createdAt) / 1000,
+  );
+  perLeaseGauge(
+    "mygateway_lease_idle_seconds",
+    "Time since the last call of the session on each leased instance (renewals are batched, about 1 s).",
+    (lease, t) => Math.max(0, (t - lease.lastActivity) / 1000),
+  );
   new Gauge({
     name: "mygateway_instance_up",
     help: "1 while the instance passes its health probes, else 0.",

@@ -11,60 +11,23 @@ import uuid
 
 import grpc
 
+from protowire import fields, string_field
+
 SERVICE = "/my_service.MyServiceAPI/"
 
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def encode(fields):
-    """fields: {number: str}"""
-    out = bytearray()
-    for number, value in fields.items():
-        data = value.encode()
-        out += varint(number << 3 | 2) + varint(len(data)) + data
-    return bytes(out)
+def encode(values):
+    """values: {field number: str}"""
+    return b"".join(string_field(number, value) for number, value in values.items())
 
 
 def decode(data):
-    """Returns {number: value}: bytes for length-delimited fields, int for varints."""
-    fields, i = {}, 0
-    while i < len(data):
-        key, i = read_varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = read_varint(data, i)
-        elif wire == 2:
-            length, i = read_varint(data, i)
-            value, i = data[i:i + length], i + length
-        else:
-            raise ValueError("unexpected wire type %d" % wire)
-        fields[number] = value
-    return fields
+    """Returns {field number: value}: bytes for length-delimited fields, int for varints."""
+    return dict(fields(data))
 
 
-def read_varint(data, i):
-    shift = result = 0
-    while True:
-        b = data[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
-
-
-def text(fields, number):
-    return fields.get(number, b"").decode()
+def text(message, number):
+    return message.get(number, b"").decode()
 
 
 failures = 0

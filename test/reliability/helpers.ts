@@ -181,25 +181,8 @@ export async function instanceStatus(address: string) {
 }
 
 /** Waits until every instance in the store is free, healthy and clean (recycling done). */
-export async function settle(stack: Stack, timeoutMs = 20_000): Promise<void> {
-  const expected = (await stack.processes()).filter((p) => p.kind === "myservice").length;
-  const deadline = Date.now() + timeoutMs;
-  let free = -1;
-  while (Date.now() < deadline) {
-    const db = new Database(join(stack.dataDir, "leases.db"), { readonly: true, fileMustExist: true });
-    try {
-      free = (
-        db
-          .prepare("SELECT COUNT(*) AS n FROM instances WHERE session_id IS NULL AND healthy = 1 AND clean = 1 AND draining = 0")
-          .get() as { n: number }
-      ).n;
-    } finally {
-      db.close();
-    }
-    if (free === expected) return;
-    await sleep(100);
-  }
-  throw new Error(`only ${free} of ${expected} instances became free within ${timeoutMs} ms`);
+export function settle(stack: Stack, timeoutMs = 20_000): Promise<void> {
+  return stack.waitAllFree(timeoutMs);
 }
 
 /** Code and message of a failed call (`code` 0 when it succeeded). */
