@@ -1,7 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import type { ConnectRouter } from "@connectrpc/connect";
+import { Code, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Registry } from "prom-client";
 import type { Logger } from "../common/logger.js";
@@ -25,6 +25,7 @@ import { LeaseStore } from "./leases/lease-store.js";
 import { combinedDiscovery, dnsDiscovery, staticDiscovery } from "./pool/discovery.js";
 import { InstancePool } from "./pool/instance-pool.js";
 import { createConnectProxy } from "./proxy/connect-proxy.js";
+import { encodeGrpcMessage } from "./proxy/grpc-frames.js";
 import { createGrpcRelay, isNativeGrpc, relayedPaths } from "./proxy/grpc-relay.js";
 import { UpstreamPool } from "./proxy/upstream-pool.js";
 import { SessionRouter } from "./routing/session-router.js";
@@ -174,6 +175,23 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
         const ready = !closing && pool.healthyCount() > 0;
         response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
         response.end(ready ? "ready\n" : "no healthy instance\n");
+        return;
+      }
+      const type = request.headers["content-type"] ?? "";
+      if (request.method === "POST" && type.startsWith("application/grpc")) {
+        // SPEC 5: a method not served is UNIMPLEMENTED, as a proper gRPC status (trailers-only).
+        const headers = {
+          "content-type": type.startsWith("application/grpc-web") ? type : "application/grpc",
+          "grpc-status": String(Code.Unimplemented),
+          "grpc-message": encodeGrpcMessage(`method not found: ${(request.url ?? "").slice(0, 200)}`),
+        };
+        if (response instanceof http2.Http2ServerResponse) {
+          // One HEADERS frame with END_STREAM: what gRPC clients read as a status.
+          response.stream.respond({ ":status": 200, ...headers }, { endStream: true });
+        } else {
+          response.writeHead(200, headers);
+          response.end();
+        }
         return;
       }
       response.writeHead(404, { "content-type": "text/plain" });

@@ -163,6 +163,21 @@ describe("gateway with 3 instances", () => {
     await client.api.myServiceShutdown({}, { headers: mine.headers });
   });
 
+  it("answers UNIMPLEMENTED for a method it does not serve (grpc-js client)", async () => {
+    const grpc = await import("@grpc/grpc-js");
+    const raw = new grpc.Client(stack.gatewayAddress, grpc.credentials.createInsecure());
+    try {
+      for (const path of ["/my_service.MyServiceAPI/NoSuchMethod", "/no.such.Service/Call"]) {
+        const code = await new Promise<number>((resolve) => {
+          raw.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (error) => resolve(error?.code ?? 0));
+        });
+        assert.equal(code, Code.Unimplemented, path);
+      }
+    } finally {
+      raw.close();
+    }
+  });
+
   it("serves Login and Echo over the Connect protocol on HTTP/1.1 with the same routing", async () => {
     const connect = createClient(MyServiceAPI, createConnectTransport({ baseUrl: stack.gatewayUrl, httpVersion: "1.1" }));
     const reply = await connect.login({ username: "TestUser", password: "TestPassword", sessionId: `connect-${Date.now()}` });
