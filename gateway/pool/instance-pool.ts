@@ -34,6 +34,8 @@ export interface InstancePoolOptions {
   readonly failureThreshold: number;
   /** How often a dynamic discovery is resolved again, milliseconds. */
   readonly discoveryIntervalMs: number;
+  /** Most probes in flight at once. Default 32. */
+  readonly probeConcurrency?: number;
   /** HMAC key, to shut an instance down on a session's behalf (recycling). */
   readonly jwtSecret: string;
   readonly logger: Logger;
@@ -136,8 +138,18 @@ export class InstancePool {
     }
   }
 
+  /**
+   * Probes every instance, at most `probeConcurrency` at a time: a pool of hundreds must not
+   * open hundreds of connections at once and time every probe out (each probe has its own
+   * timeout, counted from its own start).
+   */
   private async probeAll(): Promise<void> {
-    await Promise.all(this.known.map((address) => this.probe(address)));
+    const queue = [...this.known];
+    const worker = async () => {
+      for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probe(address);
+    };
+    const workers = Math.min(queue.length, this.options.probeConcurrency ?? 32);
+    await Promise.all(Array.from({ length: workers }, worker));
   }
 
   /** Reads status and health of one instance over `conn` (default: a pooled connection). */
