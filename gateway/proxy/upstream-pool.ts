@@ -6,8 +6,6 @@ export interface UpstreamPoolOptions {
   readonly connectionsPerInstance?: number;
   /** A connection not established within this bound is destroyed, milliseconds. Default 2000. */
   readonly connectTimeoutMs?: number;
-  /** Largest frame payload read from an instance, bytes. Default 16 KiB × 64. */
-  readonly maxFrameSize?: number;
   /**
    * Another connection is opened only while every pooled one carries at least this many relayed
    * streams. Default 8.
