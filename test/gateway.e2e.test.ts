@@ -252,6 +252,30 @@ describe("lease expiry (LEASE_IDLE_TTL=2s)", () => {
   });
 });
 
+describe("token expiry (TOKEN_EXPIRATION=2s)", () => {
+  let stack: Stack;
+  let client: GatewayClient;
+  before(async () => ({ stack, client } = await withStack({ TOKEN_EXPIRATION: "2s" }, 2)));
+  after(async () => {
+    client?.close();
+    await stack?.stop();
+  });
+
+  it("does not end the lease: after a new Login with the same session id the session continues on its instance", async () => {
+    const s = await login(client, "token-expiry");
+    const first = await echo(client, s);
+    const exp = JSON.parse(Buffer.from(s.token.split(".")[1] as string, "base64url").toString()).exp as number;
+    await sleep(Math.max(0, exp * 1000 - Date.now()) + 500);
+    assert.deepEqual(pick(await errorOf(echo(client, s))), { code: Code.Unauthenticated, message: "missing or invalid token" });
+    const again = await client.api.login({ username: "TestUser", password: "TestPassword", sessionId: s.id });
+    const headers = { authorization: again.token, "session-id": s.id };
+    const next = await client.api.myServiceEcho({ value: "again" }, { headers });
+    assert.equal(next.podName, first.podName);
+    assert.equal(next.serverSessionId, s.id);
+    await client.api.myServiceShutdown({}, { headers });
+  });
+});
+
 describe("durability and instance failure", () => {
   let stack: Stack;
   let client: GatewayClient;
