@@ -247,28 +247,24 @@ export function createGatewayMetrics(
     "Time since the last call of the session on each leased instance (renewals are batched, about 1 s).",
     (lease, t) => Math.max(0, (t - lease.lastActivity) / 1000),
   );
-  new Gauge({
-    name: "mygateway_instance_up",
-    help: "1 while the instance passes its health probes, else 0.",
-    labelNames: ["pod", "address"] as const,
-    registers,
-    collect() {
-      this.reset();
-      for (const i of read().instances)
-        this.set({ pod: i.podName, address: i.address }, i.healthy ? 1 : 0);
-    },
-  });
-  new Gauge({
-    name: "mygateway_instance_draining",
-    help: "1 while an operator has taken the instance out of allocation, else 0.",
-    labelNames: ["pod", "address"] as const,
-    registers,
-    collect() {
-      this.reset();
-      for (const i of read().instances)
-        this.set({ pod: i.podName, address: i.address }, i.draining ? 1 : 0);
-    },
-  });
+  /** A gauge with one 0/1 series per instance, read from the store at scrape time. */
+  const perInstanceFlag = (name: string, help: string, flag: (instance: InstanceRecord) => boolean) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["pod", "address"] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const i of read().instances) this.set({ pod: i.podName, address: i.address }, flag(i) ? 1 : 0);
+      },
+    });
+  perInstanceFlag("mygateway_instance_up", "1 while the instance passes its health probes, else 0.", (i) => i.healthy);
+  perInstanceFlag(
+    "mygateway_instance_draining",
+    "1 while an operator has taken the instance out of allocation, else 0.",
+    (i) => i.draining,
+  );
   new Gauge({
     name: "mygateway_instances",
     help: "Instances by state: free (allocatable unless draining), leased, recycling (not yet seen clean), unhealthy.",
