@@ -60,14 +60,17 @@ export type TokenVerifier = (token: string) => Promise<TokenClaims | undefined> 
  * cost one HMAC check, not one per call; the cache is bounded (oldest entries go first).
  */
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
-  const key = encoder.encode(options.secret);
+  // Imported once: jose would import a raw Uint8Array key again on every verification.
+  const key = crypto.subtle.importKey("raw", encoder.encode(options.secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "verify",
+  ]);
   const cacheSize = options.cacheSize ?? 20_000;
   const now = options.now ?? Date.now;
   const cache = new Map<string, TokenClaims>();
 
   async function verifySlow(token: string): Promise<TokenClaims | undefined> {
     try {
-      const { payload } = await jwtVerify(token, key, {
+      const { payload } = await jwtVerify(token, await key, {
         algorithms: [algorithm],
         requiredClaims: ["sub", "iat", "exp"],
         currentDate: new Date(now()),
