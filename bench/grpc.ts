@@ -1,4 +1,4 @@
-import { type ClientHttp2Session, connect } from "node:http2";
+import { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, connect } from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { devJwtSecret, devUser } from "../common/dev-defaults.js";
 import { issueToken } from "../common/tokens.js";
@@ -86,4 +86,49 @@ export function echoRaw(session: ClientHttp2Session, s: BenchSession, value = "b
 /** Size on the wire of one Echo reply's DATA (prefix + message), to check h2load's byte counts. */
 export function echoReplyBytes(reply: EchoResponse): number {
   return 5 + toBinary(EchoResponseSchema, reply).length;
+}
+
+/** A unary call's outcome, for load generators that only need the status. */
+export interface CallOutcome {
+  readonly status: number;
+  readonly message: string;
+}
+
+/**
+ * The cheapest client call this bench makes (load generators whose own CPU must stay small):
+ * prepared headers and framed body, no per-call timer (the caller bounds the whole run), the
+ * reply's DATA is dropped. Transport failures resolve with status -1.
+ */
+export function unaryCall(session: ClientHttp2Session, headers: OutgoingHttpHeaders, body: Buffer): Promise<CallOutcome> {
+  return new Promise((resolve) => {
+    let status = -1;
+    let message = "";
+    const read = (h: IncomingHttpHeaders) => {
+      const s = h["grpc-status"];
+      if (typeof s === "string") {
+        status = Number(s);
+        message = typeof h["grpc-message"] === "string" ? decodeURIComponent(h["grpc-message"]) : "";
+      }
+    };
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(headers);
+    } catch (error) {
+      resolve({ status: -1, message: (error as Error).message });
+      return;
+    }
+    stream.on("response", read);
+    stream.on("trailers", read);
+    stream.on("data", noop);
+    stream.on("error", noop);
+    stream.on("close", () => resolve({ status, message }));
+    stream.end(body);
+  });
+}
+
+const noop = () => {};
+
+/** Request headers of an Echo for `s`, prepared once for `unaryCall`. */
+export function echoHeaders(s: BenchSession): OutgoingHttpHeaders {
+  return { ":method": "POST", ":path": paths.echo, "content-type": "application/grpc", te: "trailers", ...s.headers };
 }

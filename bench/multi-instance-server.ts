@@ -9,33 +9,16 @@
  * `SUBSCRIBE_INTERVAL_MS` (default 5000), `BENCH_POD_PREFIX` (default `bench`).
  * Prints one line `{"ports":[...]}` once every port listens.
  */
-import type { AddressInfo } from "node:net";
 import { createLogger } from "../common/logger.js";
 import { createMyServiceServer } from "../myservice/server.js";
+import { poolEnv, servePool } from "./pool-process.js";
 
-const jwtSecret = process.env.JWT_SECRET ?? "";
-if (jwtSecret === "") {
-  process.stderr.write("JWT_SECRET is required\n");
-  process.exit(2);
-}
-const count = Number(process.env.BENCH_INSTANCES ?? "100");
+const { jwtSecret, count } = poolEnv();
 const subscribeIntervalMs = Number(process.env.SUBSCRIBE_INTERVAL_MS ?? "5000");
 const prefix = process.env.BENCH_POD_PREFIX ?? "bench";
 const logger = createLogger({ name: "multi-instance", level: "warn", format: "json" });
 
-function serve(port: number, index: number): Promise<number> {
+await servePool(count, (index) => {
   const instance = createMyServiceServer({ jwtSecret, podName: `${prefix}-${index}`, subscribeIntervalMs }, logger);
-  void instance.shutdownFlushed.then(async () => {
-    await instance.close();
-    await serve(port, index);
-  });
-  return new Promise((resolve, reject) => {
-    instance.server.once("error", reject);
-    instance.server.listen(port, "127.0.0.1", () => resolve((instance.server.address() as AddressInfo).port));
-  });
-}
-
-const ports: number[] = [];
-for (let i = 0; i < count; i++) ports.push(await serve(0, i + 1));
-process.stdout.write(`${JSON.stringify({ ports })}\n`);
-for (const signal of ["SIGINT", "SIGTERM"] as const) process.once(signal, () => process.exit(0));
+  return { server: instance.server, ended: instance.shutdownFlushed, close: () => instance.close() };
+});

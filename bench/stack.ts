@@ -27,15 +27,28 @@ export async function startInstances(count: number, env: Record<string, string> 
   return { children, addresses: ports.map((p) => `127.0.0.1:${p}`) };
 }
 
-/** Many instances in one process (`bench/multi-instance-server.ts`). */
-export async function startMultiInstances(count: number, env: Record<string, string> = {}): Promise<{ child: Child; addresses: string[] }> {
-  const child = spawnNode("multi-instance", "bench/multi-instance-server.ts", {
-    ...process.env,
-    ...quiet,
-    SUBSCRIBE_INTERVAL_MS: "100",
-    ...env,
-    BENCH_INSTANCES: String(count),
-  });
+/** Many instances in one process: real myservice servers (`bench/multi-instance-server.ts`). */
+export function startMultiInstances(count: number, env: Record<string, string> = {}, nodeArgs: readonly string[] = []) {
+  return startPoolProcess("bench/multi-instance-server.ts", count, env, nodeArgs);
+}
+
+/** Many lean raw-HTTP/2 instances in one process (`bench/lean-instance-pool.ts`). */
+export function startLeanInstances(count: number, env: Record<string, string> = {}, nodeArgs: readonly string[] = []) {
+  return startPoolProcess("bench/lean-instance-pool.ts", count, env, nodeArgs);
+}
+
+async function startPoolProcess(
+  script: string,
+  count: number,
+  env: Record<string, string>,
+  nodeArgs: readonly string[],
+): Promise<{ child: Child; addresses: string[] }> {
+  const child = spawnNode(
+    script.replace(/^bench\/|\.ts$/g, ""),
+    script,
+    { ...process.env, ...quiet, SUBSCRIBE_INTERVAL_MS: "100", ...env, BENCH_INSTANCES: String(count) },
+    nodeArgs,
+  );
   const match = await waitForOutput(child, /\{"ports":\[[\d,]*\]\}/, 120_000);
   const { ports } = JSON.parse(match[0]) as { ports: number[] };
   return { child, addresses: ports.map((p) => `127.0.0.1:${p}`) };

@@ -2,86 +2,185 @@ import type { ClientHttp2Session } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { fmt, fmtMB } from "../format.js";
-import { type BenchSession, echoRaw, h2connect, mintSession } from "../grpc.js";
-import { cpuSeconds, rssBytes } from "../proc.js";
-import { startGateway, startMultiInstances } from "../stack.js";
+import { echoBody, echoHeaders, h2connect, mintSession, unaryCall } from "../grpc.js";
+import { type Child, cpuSeconds, rssBytes } from "../proc.js";
+import { startGateway, startLeanInstances, startMultiInstances } from "../stack.js";
 import { median, quantile } from "../stats.js";
 import type { BenchContext, ProfileResult } from "../types.js";
 
 /** Probe period of the large pool (the default 1 s would mean 2 probe calls per instance per second). */
 const healthInterval = "10s";
+/** Concurrent first Echos while measuring sessions allocated per second. */
+const concurrency = 32;
+
+/** The two ways the bench runs a large pool in one process. */
+type PoolKind = "lean" | "myservice";
+
+
+interface PoolFigures {
+  readonly poolSize: number;
+  readonly firstEchoP50Ms: number;
+  readonly firstEchoP99Ms: number;
+  readonly leasedEchoP50Ms: number;
+  readonly leasedEchoP99Ms: number;
+  readonly allocationAddsP50Ms: number;
+  readonly sessionsPerSec: number;
+  readonly gatewayCpuMsPerAllocation: number;
+  readonly instancesCpuMsPerAllocation: number;
+  readonly loadGenCpuMsPerAllocation: number;
+  readonly gatewayRssWithLeasesBytes: number;
+  readonly leases: number;
+  readonly freeAtEnd: number;
+  readonly raw: { first: number[]; leased: number[]; rates: number[] };
+}
 
 /**
  * Profile 3 (through the gateway): first Echo of a new session (allocation: one durable
- * SQLite transaction) vs. a leased Echo, and sessions allocated per second into a large free
- * pool served by `bench/multi-instance-server.ts`. Tokens are signed beforehand (Login excluded).
+ * SQLite transaction, group-committed) vs. a leased Echo, and sessions allocated per second
+ * into a large free pool. Run against two pools, each many instances in one process: the
+ * lean pool (raw node:http2, ~0.3 ms CPU per first call, so the gateway sets the rate) and
+ * the real myservice code (connect-node, ~1–1.5 ms CPU per first call on the same 2 cores).
+ * Tokens are signed beforehand (Login excluded).
  */
 export async function allocationProfile(ctx: BenchContext): Promise<ProfileResult> {
-  const latencySessions = ctx.quick ? 20 : 200;
-  const batch = ctx.quick ? 40 : 200;
+  const figures: Partial<Record<PoolKind, PoolFigures>> = {};
+  for (const kind of ["lean", "myservice"] as const) figures[kind] = await measurePool(ctx, kind);
+  const lean = figures.lean as PoolFigures;
+  const real = figures.myservice as PoolFigures;
+  const rows: (string | number)[][] = [];
+  for (const kind of ["lean", "myservice"] as const) {
+    const f = figures[kind] as PoolFigures;
+    rows.push(
+      [kind, "first Echo of a new session", `${fmt(f.firstEchoP50Ms, 3)} ms`, `${fmt(f.firstEchoP99Ms, 3)} ms`, "one at a time"],
+      [kind, "leased Echo (same session next)", `${fmt(f.leasedEchoP50Ms, 3)} ms`, `${fmt(f.leasedEchoP99Ms, 3)} ms`, ""],
+      [kind, "allocation adds", `${fmt(f.allocationAddsP50Ms, 3)} ms`, "", "p50 difference"],
+      [
+        kind,
+        "sessions allocated/s",
+        fmt(f.sessionsPerSec),
+        "",
+        `CPU/allocation: gateway ${fmt(f.gatewayCpuMsPerAllocation, 2)} ms, instances ${fmt(f.instancesCpuMsPerAllocation, 2)} ms, load generator ${fmt(f.loadGenCpuMsPerAllocation, 2)} ms`,
+      ],
+    );
+  }
+  const metrics: Record<string, number> = {
+    poolSize: lean.poolSize,
+    firstEchoP50Ms: lean.firstEchoP50Ms,
+    leasedEchoP50Ms: lean.leasedEchoP50Ms,
+    allocationAddsP50Ms: lean.allocationAddsP50Ms,
+    sessionsPerSec: lean.sessionsPerSec,
+    gatewayCpuMsPerAllocation: lean.gatewayCpuMsPerAllocation,
+    instancesCpuMsPerAllocation: lean.instancesCpuMsPerAllocation,
+    loadGenCpuMsPerAllocation: lean.loadGenCpuMsPerAllocation,
+    gatewayRssWithLeasesBytes: lean.gatewayRssWithLeasesBytes,
+    "myservice.allocationAddsP50Ms": real.allocationAddsP50Ms,
+    "myservice.sessionsPerSec": real.sessionsPerSec,
+    "myservice.gatewayCpuMsPerAllocation": real.gatewayCpuMsPerAllocation,
+    "myservice.instancesCpuMsPerAllocation": real.instancesCpuMsPerAllocation,
+  };
+  const rounds = ctx.quick ? 2 : ctx.rounds;
+  return {
+    id: "allocation",
+    title: "3a. Allocation through the gateway",
+    tables: [
+      {
+        title: `Allocation through the gateway: ${lean.poolSize} instances per pool, synchronous=FULL`,
+        columns: ["pool", "measure", "p50", "p99", "note"],
+        rows,
+      },
+    ],
+    metrics,
+    notes: [
+      `Each pool is ${lean.poolSize} instances in one process, one port each. lean: raw node:http2 serving the status, health, Echo and Shutdown calls the gateway uses, verifying tokens and binding sessions as myservice does (bench/lean-instance-pool.ts). myservice: the real instance code (connect-node) on every port (bench/multi-instance-server.ts). The targets read the lean pool, where the gateway and not the instance sets the rate.`,
+      `Sessions allocated/s: median of ${rounds} rounds of first Echos of fresh sessions at ${concurrency} concurrent over 4 connections, after an uncounted warm-up; at least ${Math.min(lean.freeAtEnd, real.freeAtEnd)} instances stayed free. HEALTH_CHECK_INTERVAL=${healthInterval} for these pools; LEASE_DB_SYNCHRONOUS=FULL (product default): every allocation is committed with an fsync before its call reaches the instance.`,
+      "Load generator: raw node:http2 client in the bench process (prepared headers and body); its CPU per allocation is shown. All three share the machine's 2 cores.",
+      "Sessions' tokens are signed beforehand with the stack's secret (Login excluded, as the target says); the gateway and the instance still verify each new token on its first call.",
+      `Gateway RSS with ${lean.leases} leases and ${lean.poolSize} pooled instances: ${fmtMB(lean.gatewayRssWithLeasesBytes)}.`,
+    ],
+    raw: { lean: lean.raw, myservice: real.raw },
+  };
+}
+
+async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigures> {
+  const latencySessions = ctx.quick ? 30 : 200;
+  const warmSessions = ctx.quick ? 100 : 400;
+  // Calls per warm-up session: thousands of calls before V8 has optimized the hot paths.
+  const warmCalls = ctx.quick ? 4 : 10;
+  const batch = ctx.quick ? 200 : 800;
   const rounds = ctx.quick ? 2 : ctx.rounds;
   const spare = 110;
-  const poolSize = latencySessions + batch * rounds + spare;
-  const concurrency = 32;
-  ctx.progress(`allocation: starting ${poolSize} instances in one process`);
-  const multi = await startMultiInstances(poolSize);
-  const gateway = await startGateway(multi.addresses, {
+  const poolSize = warmSessions + latencySessions + batch * rounds + spare;
+  ctx.progress(`allocation (${kind}): starting ${poolSize} instances in one process`);
+  const pool = await (kind === "lean" ? startLeanInstances : startMultiInstances)(poolSize);
+  const gateway = await startGateway(pool.addresses, {
     HEALTH_CHECK_INTERVAL: healthInterval,
     HEALTH_CHECK_TIMEOUT: "10s",
     LEASE_DB_SYNCHRONOUS: "FULL",
   });
   try {
-    await waitAllocatable(gateway.dbPath, poolSize, 60_000);
+    await waitAllocatable(gateway.dbPath, poolSize, 120_000);
     const clients: ClientHttp2Session[] = [];
     for (let i = 0; i < 4; i++) clients.push(await h2connect(gateway.address));
-    const client = clients[0] as ClientHttp2Session;
-    const mint = (n: number, label: string) =>
-      Promise.all(Array.from({ length: n }, (_, i) => mintSession(`bench-alloc-${process.pid}-${label}-${i}`)));
-    const call = async (c: ClientHttp2Session, s: BenchSession) => {
+    const body = echoBody("bench");
+    const mint = async (n: number, label: string) => {
+      const sessions = await Promise.all(Array.from({ length: n }, (_, i) => mintSession(`bench-alloc-${process.pid}-${kind}-${label}-${i}`)));
+      return sessions.map((s) => ({ session: s, headers: echoHeaders(s) }));
+    };
+    type Prepared = Awaited<ReturnType<typeof mint>>[number];
+    const call = async (c: ClientHttp2Session, p: Prepared) => {
       const t0 = performance.now();
-      const r = await echoRaw(c, s);
+      const r = await unaryCall(c, p.headers, body);
       const ms = performance.now() - t0;
-      if (r.status !== 0) throw new Error(`Echo of ${s.id} failed: ${r.status} ${r.message}`);
+      if (r.status !== 0) throw new Error(`Echo of ${p.session.id} failed: ${r.status} ${r.message}`);
       return ms;
     };
-    // Warm-up on a few sessions (JIT of the allocation path), not counted.
-    for (const s of await mint(10, "warm")) {
-      await call(client, s);
-      await call(client, s);
-    }
+    const runAll = async (list: readonly Prepared[], perSession: number) => {
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: concurrency }, async (_, w) => {
+          const c = clients[w % clients.length] as ClientHttp2Session;
+          for (let i = next++; i < list.length; i = next++) for (let k = 0; k < perSession; k++) await call(c, list[i] as Prepared);
+        }),
+      );
+    };
+    // Warm-up (not counted): JIT of the allocation path in the gateway, pool and client.
+    ctx.progress(`allocation (${kind}): warm-up, ${warmSessions} sessions × ${warmCalls} calls`);
+    await runAll(await mint(warmSessions, "warm"), warmCalls);
     const sessions = await mint(latencySessions, "lat");
     const first: number[] = [];
     const leased: number[] = [];
-    ctx.progress(`allocation: first Echo vs leased Echo, ${latencySessions} sessions, one at a time`);
-    for (const s of sessions) {
-      first.push(await call(client, s));
-      leased.push(await call(client, s));
+    ctx.progress(`allocation (${kind}): first Echo vs leased Echo, ${latencySessions} sessions, one at a time`);
+    const client = clients[0] as ClientHttp2Session;
+    for (const p of sessions) {
+      first.push(await call(client, p));
+      leased.push(await call(client, p));
     }
     const rates: number[] = [];
-    const cpuPerAlloc: number[] = [];
-    const poolCpuPerAlloc: number[] = [];
+    const gwCpu: number[] = [];
+    const poolCpu: number[] = [];
+    const genCpu: number[] = [];
     for (let round = 1; round <= rounds; round++) {
       const fresh = await mint(batch, `rate${round}`);
       await sleep(200);
-      let next = 0;
-      const cpu0 = cpuSeconds(gateway.pid);
-      const pool0 = cpuSeconds(multi.child.pid);
+      const g0 = cpuSeconds(gateway.pid);
+      const p0 = cpuSeconds((pool.child as Child).pid);
+      const l0 = process.cpuUsage();
       const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: concurrency }, async (_, w) => {
-          for (let i = next++; i < fresh.length; i = next++) await call(clients[w % clients.length] as ClientHttp2Session, fresh[i] as BenchSession);
-        }),
-      );
+      await runAll(fresh, 1);
       const seconds = (performance.now() - t0) / 1000;
+      const l = process.cpuUsage(l0);
       rates.push(batch / seconds);
-      cpuPerAlloc.push(((cpuSeconds(gateway.pid) - cpu0) / batch) * 1000);
-      poolCpuPerAlloc.push(((cpuSeconds(multi.child.pid) - pool0) / batch) * 1000);
-      ctx.progress(`allocation: round ${round}/${rounds}: ${batch} new sessions in ${fmt(seconds * 1000)} ms = ${fmt(batch / seconds)}/s; CPU/allocation gateway ${fmt(cpuPerAlloc.at(-1), 2)} ms, instances ${fmt(poolCpuPerAlloc.at(-1), 2)} ms`);
+      gwCpu.push(((cpuSeconds(gateway.pid) - g0) / batch) * 1000);
+      poolCpu.push(((cpuSeconds(pool.child.pid) - p0) / batch) * 1000);
+      genCpu.push((l.user + l.system) / 1000 / batch);
+      ctx.progress(
+        `allocation (${kind}): round ${round}/${rounds}: ${batch} new sessions in ${fmt(seconds * 1000)} ms = ${fmt(batch / seconds)}/s; CPU/allocation gateway ${fmt(gwCpu.at(-1), 2)} ms, instances ${fmt(poolCpu.at(-1), 2)} ms, load generator ${fmt(genCpu.at(-1), 2)} ms`,
+      );
     }
     const rss = rssBytes(gateway.pid);
     for (const c of clients) c.close();
-    const leasedCount = 10 + latencySessions + batch * rounds;
-    const metrics = {
+    const leases = warmSessions + latencySessions + batch * rounds;
+    return {
       poolSize,
       firstEchoP50Ms: quantile(first, 0.5),
       firstEchoP99Ms: quantile(first, 0.99),
@@ -89,44 +188,17 @@ export async function allocationProfile(ctx: BenchContext): Promise<ProfileResul
       leasedEchoP99Ms: quantile(leased, 0.99),
       allocationAddsP50Ms: quantile(first, 0.5) - quantile(leased, 0.5),
       sessionsPerSec: median(rates),
-      gatewayCpuMsPerAllocation: median(cpuPerAlloc),
-      instancesCpuMsPerAllocation: median(poolCpuPerAlloc),
+      gatewayCpuMsPerAllocation: median(gwCpu),
+      instancesCpuMsPerAllocation: median(poolCpu),
+      loadGenCpuMsPerAllocation: median(genCpu),
       gatewayRssWithLeasesBytes: rss,
-      leases: leasedCount,
-      freeAtEnd: poolSize - leasedCount,
-    };
-    return {
-      id: "allocation",
-      title: "3a. Allocation through the gateway",
-      tables: [
-        {
-          title: `Allocation through the gateway: ${poolSize} instances, synchronous=FULL`,
-          columns: ["measure", "", "p50", "p99", "note"],
-          rows: [
-            ["first Echo of a new session", "", `${fmt(metrics.firstEchoP50Ms, 3)} ms`, `${fmt(metrics.firstEchoP99Ms, 3)} ms`, `${latencySessions} sessions, one at a time`],
-            ["leased Echo (same session next)", "", `${fmt(metrics.leasedEchoP50Ms, 3)} ms`, `${fmt(metrics.leasedEchoP99Ms, 3)} ms`, ""],
-            ["allocation adds", "", `${fmt(metrics.allocationAddsP50Ms, 3)} ms`, "", "p50 difference"],
-            [
-              "sessions allocated/s",
-              "",
-              fmt(metrics.sessionsPerSec),
-              "",
-              `median of ${rounds} × ${batch} first Echos at ${concurrency} concurrent, ≥ ${metrics.freeAtEnd} free left; CPU/allocation: gateway ${fmt(metrics.gatewayCpuMsPerAllocation, 2)} ms, instance process ${fmt(metrics.instancesCpuMsPerAllocation, 2)} ms`,
-            ],
-          ],
-        },
-      ],
-      metrics,
-      notes: [
-        `Pool: ${poolSize} instances in one bench process (bench/multi-instance-server.ts), HEALTH_CHECK_INTERVAL=${healthInterval} for this pool; LEASE_DB_SYNCHRONOUS=FULL (product default).`,
-        "Sessions' tokens are signed beforehand with the stack's secret (Login excluded, as the target says); the gateway still verifies each new token on its first call.",
-        `Gateway RSS with ${leasedCount} leases and ${poolSize} pooled instances: ${fmtMB(rss)}.`,
-      ],
+      leases,
+      freeAtEnd: poolSize - leases,
       raw: { first, leased, rates },
     };
   } finally {
     await gateway.stop();
-    await multi.child.stop();
+    await pool.child.stop();
   }
 }
 
