@@ -77,6 +77,8 @@ class RelayCall {
   private readonly requestChunks: Buffer[] = [];
   private requestBytes = 0;
   private requestEnded = false;
+  /** The instance to call once the request is complete (see `attempt`). */
+  private waitingFor: Lease | undefined;
   private readonly requestMeter: GrpcFrameMeter;
   private responseMeter: GrpcFrameMeter;
   private up: ClientHttp2Stream | undefined;
@@ -107,7 +109,10 @@ class RelayCall {
     stream.on("data", (chunk: Buffer) => this.onClientData(chunk));
     stream.on("end", () => {
       this.requestEnded = true;
-      if (this.up !== undefined && !this.up.destroyed) this.up.end();
+      const lease = this.waitingFor;
+      this.waitingFor = undefined;
+      if (lease !== undefined) this.attempt(lease);
+      else if (this.up !== undefined && !this.up.destroyed) this.up.end();
     });
     stream.on("wantTrailers", () => {
       stream.sendTrailers(this.pendingTrailers ?? { "grpc-status": String(Code.Internal), "grpc-message": messages.internal });
@@ -155,6 +160,14 @@ class RelayCall {
 
   private attempt(lease: Lease): void {
     if (this.finished) return;
+    if (!this.requestEnded) {
+      // Every relayed method takes exactly one request message and the client half-closes
+      // after it; the instance cannot answer before. Opening the upstream stream once the
+      // request is complete sends HEADERS, DATA and END_STREAM in one write (one wake-up of
+      // the instance instead of two).
+      this.waitingFor = lease;
+      return;
+    }
     if (this.o.pool.isDown(lease.instanceAddress)) {
       void this.onUpstreamFailure(lease, "gone");
       return;
@@ -210,8 +223,9 @@ class RelayCall {
       if (up === this.up) this.upTrailers = t;
     });
     up.on("close", () => this.onUpstreamClose(up, lease));
-    for (const chunk of this.requestChunks) up.write(chunk);
-    if (this.requestEnded) up.end();
+    // end() in the same tick as the write: the last DATA frame carries END_STREAM.
+    const chunks = this.requestChunks;
+    up.end(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
   }
 
   private onClientData(chunk: Buffer): void {
