@@ -66,8 +66,8 @@ export async function login(session: ClientHttp2Session, id: string): Promise<Be
  * A session with a token signed like Login's (same secret, claims and lifetime), without the
  * password hash: for profiles that must exclude Login's cost ("log them in beforehand").
  */
-export async function mintSession(id: string): Promise<BenchSession> {
-  const { token } = await issueToken(benchSecret, { sub: devUser.username, role: devUser.role, session_id: id }, 3_600_000);
+export async function mintSession(id: string, lifetimeMs = 3_600_000): Promise<BenchSession> {
+  const { token } = await issueToken(benchSecret, { sub: devUser.username, role: devUser.role, session_id: id }, lifetimeMs);
   return { id, token, headers: { authorization: token, "session-id": id } };
 }
 

@@ -24,6 +24,9 @@ interface PoolFigures {
   readonly leasedEchoP50Ms: number;
   readonly leasedEchoP99Ms: number;
   readonly allocationAddsP50Ms: number;
+  readonly freshTokenEchoP50Ms: number;
+  /** First Echo of a new session over a leased Echo with a token never seen before. */
+  readonly allocationAddsOverFreshTokenP50Ms: number;
   readonly sessionsPerSec: number;
   readonly gatewayCpuMsPerAllocation: number;
   readonly instancesCpuMsPerAllocation: number;
@@ -31,7 +34,7 @@ interface PoolFigures {
   readonly gatewayRssWithLeasesBytes: number;
   readonly leases: number;
   readonly freeAtEnd: number;
-  readonly raw: { first: number[]; leased: number[]; rates: number[] };
+  readonly raw: { first: number[]; leased: number[]; freshToken: number[]; rates: number[] };
 }
 
 /**
@@ -54,6 +57,8 @@ export async function allocationProfile(ctx: BenchContext): Promise<ProfileResul
       [kind, "first Echo of a new session", `${fmt(f.firstEchoP50Ms, 3)} ms`, `${fmt(f.firstEchoP99Ms, 3)} ms`, "one at a time"],
       [kind, "leased Echo (same session next)", `${fmt(f.leasedEchoP50Ms, 3)} ms`, `${fmt(f.leasedEchoP99Ms, 3)} ms`, ""],
       [kind, "allocation adds", `${fmt(f.allocationAddsP50Ms, 3)} ms`, "", "p50 difference"],
+      [kind, "leased Echo, token never seen before", `${fmt(f.freshTokenEchoP50Ms, 3)} ms`, "", "gateway and instance verify it (uncached)"],
+      [kind, "allocation adds over that", `${fmt(f.allocationAddsOverFreshTokenP50Ms, 3)} ms`, "", "lease + durable commit + binding only"],
       [
         kind,
         "sessions allocated/s",
@@ -68,6 +73,7 @@ export async function allocationProfile(ctx: BenchContext): Promise<ProfileResul
     firstEchoP50Ms: lean.firstEchoP50Ms,
     leasedEchoP50Ms: lean.leasedEchoP50Ms,
     allocationAddsP50Ms: lean.allocationAddsP50Ms,
+    allocationAddsOverFreshTokenP50Ms: lean.allocationAddsOverFreshTokenP50Ms,
     sessionsPerSec: lean.sessionsPerSec,
     gatewayCpuMsPerAllocation: lean.gatewayCpuMsPerAllocation,
     instancesCpuMsPerAllocation: lean.instancesCpuMsPerAllocation,
@@ -147,13 +153,23 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
     ctx.progress(`allocation (${kind}): warm-up, ${warmSessions} sessions × ${warmCalls} calls`);
     await runAll(await mint(warmSessions, "warm"), warmCalls);
     const sessions = await mint(latencySessions, "lat");
+    // A second token for each session (same claims, another expiry): a leased call whose token
+    // neither the gateway nor the instance has verified yet, to split token checks from allocation.
+    const secondTokens = await Promise.all(
+      sessions.map(async (p) => {
+        const again = await mintSession(p.session.id, 3_600_000 + 60_000);
+        return { session: again, headers: echoHeaders(again) };
+      }),
+    );
     const first: number[] = [];
     const leased: number[] = [];
     ctx.progress(`allocation (${kind}): first Echo vs leased Echo, ${latencySessions} sessions, one at a time`);
     const client = clients[0] as ClientHttp2Session;
-    for (const p of sessions) {
+    const freshToken: number[] = [];
+    for (const [i, p] of sessions.entries()) {
       first.push(await call(client, p));
       leased.push(await call(client, p));
+      freshToken.push(await call(client, secondTokens[i] as Prepared));
     }
     const rates: number[] = [];
     const gwCpu: number[] = [];
@@ -187,6 +203,8 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
       leasedEchoP50Ms: quantile(leased, 0.5),
       leasedEchoP99Ms: quantile(leased, 0.99),
       allocationAddsP50Ms: quantile(first, 0.5) - quantile(leased, 0.5),
+      freshTokenEchoP50Ms: quantile(freshToken, 0.5),
+      allocationAddsOverFreshTokenP50Ms: quantile(first, 0.5) - quantile(freshToken, 0.5),
       sessionsPerSec: median(rates),
       gatewayCpuMsPerAllocation: median(gwCpu),
       instancesCpuMsPerAllocation: median(poolCpu),
@@ -194,7 +212,7 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
       gatewayRssWithLeasesBytes: rss,
       leases,
       freeAtEnd: poolSize - leases,
-      raw: { first, leased, rates },
+      raw: { first, leased, freshToken, rates },
     };
   } finally {
     await gateway.stop();
