@@ -9,7 +9,7 @@ import {
   LoginRequestSchema,
   LoginResponseSchema,
 } from "../gen/my_service/my_service_pb.js";
-import { frameMessage } from "../gateway/proxy/grpc-frames.js";
+import { decodeGrpcMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
 import { type RawUnaryResult, rawUnary } from "../gateway/proxy/raw-unary.js";
 
 /** gRPC paths the benchmark calls. */
@@ -107,7 +107,7 @@ export function unaryCall(session: ClientHttp2Session, headers: OutgoingHttpHead
       const s = h["grpc-status"];
       if (typeof s === "string") {
         status = Number(s);
-        message = typeof h["grpc-message"] === "string" ? decodeURIComponent(h["grpc-message"]) : "";
+        message = decodeGrpcMessage(h["grpc-message"] as string | undefined);
       }
     };
     let stream: ClientHttp2Stream;

@@ -67,7 +67,12 @@ class LeanInstance {
     const chunks: Buffer[] = [];
     stream.on("data", (c: Buffer) => chunks.push(c));
     stream.on("end", async () => {
-      const reply = await this.handle(String(headers[":path"]), headers, Buffer.concat(chunks));
+      let reply: Reply;
+      try {
+        reply = await this.handle(String(headers[":path"]), headers, Buffer.concat(chunks));
+      } catch (error) {
+        reply = fail(Code.InvalidArgument, `cannot handle the request: ${(error as Error).message}`);
+      }
       if (stream.destroyed) return;
       if (reply.status !== 0) {
         stream.respond(
