@@ -8,7 +8,8 @@ export interface UpstreamPoolOptions {
   readonly connectTimeoutMs?: number;
   /**
    * Another connection is opened only while every pooled one carries at least this many relayed
-   * streams. Default 8.
+   * streams. Default 32: fewer, fuller connections cost both sides less per call (one read or
+   * write carries more frames); more connections did not raise throughput here.
    */
   readonly streamsBeforeNewConnection?: number;
 }
@@ -55,7 +56,7 @@ export class UpstreamPool {
   constructor(options: UpstreamPoolOptions = {}) {
     this.perInstance = Math.max(1, options.connectionsPerInstance ?? 2);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 2000;
-    this.busyStreams = Math.max(1, options.streamsBeforeNewConnection ?? 8);
+    this.busyStreams = Math.max(1, options.streamsBeforeNewConnection ?? 32);
   }
 
   /** A live (or connecting) connection to `address`. */
