@@ -235,15 +235,21 @@ describe("operations surface", () => {
       assert.deepEqual([noToken.code, noToken.message], [Code.Unauthenticated, "missing or invalid token"]);
       assert.equal((await errorOf(admin.listSessions({}, { headers: { authorization: "garbage" } }))).code, Code.Unauthenticated);
       const user = track(await login(client, "user", "OtherUser", "OtherPassword"));
-      for (const call of [
-        admin.listInstances({}, { headers: user.headers }),
-        admin.listSessions({}, { headers: { authorization: `Bearer ${user.token}` } }),
-        admin.releaseSession({ sessionId: user.id }, { headers: user.headers }),
-        admin.drainInstance({ instance: "myservice-1" }, { headers: user.headers }),
-        admin.getPoolStats({}, { headers: user.headers }),
-      ]) {
-        assert.equal((await errorOf(call)).code, Code.PermissionDenied);
-      }
+      // errorOf is attached to every call at once: a call that fails before its turn in a loop
+      // of awaits would be an unhandled rejection.
+      const denied = await Promise.all(
+        [
+          admin.listInstances({}, { headers: user.headers }),
+          admin.listSessions({}, { headers: { authorization: `Bearer ${user.token}` } }),
+          admin.releaseSession({ sessionId: user.id }, { headers: user.headers }),
+          admin.drainInstance({ instance: "myservice-1" }, { headers: user.headers }),
+          admin.getPoolStats({}, { headers: user.headers }),
+        ].map((call) => errorOf(call)),
+      );
+      assert.deepEqual(
+        denied.map((e) => e.code),
+        Array(5).fill(Code.PermissionDenied),
+      );
       // The same answers over Connect JSON, as the dashboard sees them.
       const response = await fetch(`${stack.gatewayUrl}/mygateway.admin.v1.AdminService/ListInstances`, {
         method: "POST",
