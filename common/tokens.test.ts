@@ -59,6 +59,18 @@ describe("createTokenVerifier()", () => {
     assert.deepEqual(second, claimsFirst);
   });
 
+  it("answers a token it was told it issued (remember) from its cache, until it expires", async () => {
+    const clock = { now: t0 + 1000 };
+    const verify = createTokenVerifier({ secret, now: () => clock.now });
+    const { token, iat, exp } = await issueToken(secret, claims, 60_000, t0);
+    verify.remember(token, { ...claims, iat, exp });
+    const answer = verify(token);
+    assert.ok(!(answer instanceof Promise), "no signature check for a remembered token");
+    assert.deepEqual(answer, { ...claims, iat, exp });
+    clock.now = exp * 1000;
+    assert.equal(verify(token), undefined);
+  });
+
   it("rejects an expired token, also one already cached", async () => {
     const clock = { now: t0 };
     const verify = createTokenVerifier({ secret, now: () => clock.now });

@@ -54,12 +54,21 @@ export interface TokenVerifierOptions {
 /** Verifies tokens; returns the claims, or `undefined` for any token that is not valid now. */
 export type TokenVerifier = (token: string) => Promise<TokenClaims | undefined> | TokenClaims | undefined;
 
+/** A verifier with a cache that can be told about tokens this process signed itself. */
+export type CachingTokenVerifier = TokenVerifier & {
+  /**
+   * Caches a token this process has just signed with the same secret (Login), so the
+   * session's first call skips the signature check. Only for tokens from `issueToken`.
+   */
+  remember(token: string, claims: TokenClaims): void;
+};
+
 /**
  * Creates a verifier that accepts only HS256 tokens signed with the secret, with all five
  * claims, not expired. Verified tokens are cached until they expire, so a session's calls
  * cost one HMAC check, not one per call; the cache is bounded (oldest entries go first).
  */
-export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
+export function createTokenVerifier(options: TokenVerifierOptions): CachingTokenVerifier {
   // Imported once: jose would import a raw Uint8Array key again on every verification.
   const key = crypto.subtle.importKey("raw", encoder.encode(options.secret), { name: "HMAC", hash: "SHA-256" }, false, [
     "verify",
@@ -67,6 +76,14 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   const cacheSize = options.cacheSize ?? 20_000;
   const now = options.now ?? Date.now;
   const cache = new Map<string, TokenClaims>();
+
+  function put(token: string, claims: TokenClaims): void {
+    if (cache.size >= cacheSize) {
+      const oldest = cache.keys().next();
+      if (!oldest.done) cache.delete(oldest.value);
+    }
+    cache.set(token, claims);
+  }
 
   async function verifySlow(token: string): Promise<TokenClaims | undefined> {
     try {
@@ -93,18 +110,14 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
         return undefined;
       }
       const claims: TokenClaims = Object.freeze({ sub, role, session_id, iat, exp });
-      if (cache.size >= cacheSize) {
-        const oldest = cache.keys().next();
-        if (!oldest.done) cache.delete(oldest.value);
-      }
-      cache.set(token, claims);
+      put(token, claims);
       return claims;
     } catch {
       return undefined;
     }
   }
 
-  return (token: string) => {
+  const verify: TokenVerifier = (token: string) => {
     const cached = cache.get(token);
     if (cached !== undefined) {
       if (cached.exp * 1000 > now()) return cached;
@@ -115,6 +128,8 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     if (token.length > 8192 || !/^[\w-]+\.[\w-]+\.[\w-]+$/.test(token)) return undefined;
     return verifySlow(token);
   };
+  const remember = (token: string, claims: TokenClaims) => put(token, Object.freeze({ ...claims }));
+  return Object.assign(verify, { remember });
 }
 
 /** Takes the token out of an `authorization` value: a raw token, or `Bearer <token>`. */

@@ -115,6 +115,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     tokenLifetimeMs: config.tokenLifetimeMs,
     logger,
     throttle,
+    // The session's first call then skips the signature check: this process just signed it.
+    onIssued: (token, claims) => verifyToken.remember(token, claims),
     onResult: (result) => metrics.login(result),
   });
 

@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
 import { isValidSessionId, maxSessionIdLength } from "../../common/metadata-auth.js";
-import { issueToken } from "../../common/tokens.js";
+import { type TokenClaims, issueToken } from "../../common/tokens.js";
 import { type LoginRequest, type LoginResponse, LoginResponseSchema } from "../../gen/my_service/my_service_pb.js";
 import { messages } from "../errors.js";
 import type { LoginThrottle } from "./login-throttle.js";
@@ -18,6 +18,8 @@ export interface LoginOptions {
   readonly logger: Logger;
   /** Failed-login throttling per user and per peer; none when absent. */
   readonly throttle?: LoginThrottle;
+  /** Told about every token issued (the gateway caches it as verified: it just signed it). */
+  readonly onIssued?: (token: string, claims: TokenClaims) => void;
   /** Observes every Login result (metrics). */
   readonly onResult?: (result: "ok" | "invalid_argument" | "denied" | "throttled") => void;
 }
@@ -74,11 +76,9 @@ export function createLogin(
       throw new ConnectError(messages.badCredentials, Code.PermissionDenied);
     }
     decision?.attempt.succeeded();
-    const { token, exp } = await issueToken(
-      options.jwtSecret,
-      { sub: user.username, role: user.role, session_id: request.sessionId },
-      options.tokenLifetimeMs,
-    );
+    const claims = { sub: user.username, role: user.role, session_id: request.sessionId };
+    const { token, iat, exp } = await issueToken(options.jwtSecret, claims, options.tokenLifetimeMs);
+    options.onIssued?.(token, { ...claims, iat, exp });
     options.onResult?.("ok");
     log.info({ username: user.username, sessionId: request.sessionId }, "login");
     return create(LoginResponseSchema, { token, expiresAt: timestampFromMs(exp * 1000), role: user.role });
