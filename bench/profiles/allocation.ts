@@ -2,14 +2,19 @@ import type { ClientHttp2Session } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { fmt, fmtMB } from "../format.js";
-import { echoBody, echoHeaders, h2connect, mintSession, unaryCall } from "../grpc.js";
+import { echoBody, echoHeaders, h2connect, login, mintSession, unaryCall } from "../grpc.js";
 import { type Child, cpuSeconds, rssBytes } from "../proc.js";
 import { startGateway, startLeanInstances, startMultiInstances } from "../stack.js";
 import { median, quantile } from "../stats.js";
 import type { BenchContext, ProfileResult } from "../types.js";
 
-/** Probe period of the large pool (the default 1 s would mean 2 probe calls per instance per second). */
-const healthInterval = "10s";
+/**
+ * Probe period of the large pools: long enough that no probe sweep (2 calls per instance, a
+ * few seconds of CPU for 3,000 instances, in bursts of 32) falls into the measured rounds —
+ * whether one did depended on timing and moved the rate by half. Probing cost grows with the
+ * pool and the interval, not with allocations; it is outside these figures.
+ */
+const healthInterval = "60s";
 /** Concurrent first Echos while measuring sessions allocated per second. */
 const concurrency = 32;
 
@@ -27,6 +32,9 @@ interface PoolFigures {
   readonly freshTokenEchoP50Ms: number;
   /** First Echo of a new session over a leased Echo with a token never seen before. */
   readonly allocationAddsOverFreshTokenP50Ms: number;
+  readonly afterLoginEchoP50Ms: number;
+  /** First Echo of a session logged in on this gateway (its token is cached as issued) over a leased Echo. */
+  readonly allocationAddsAfterLoginP50Ms: number;
   readonly sessionsPerSec: number;
   readonly gatewayCpuMsPerAllocation: number;
   readonly instancesCpuMsPerAllocation: number;
@@ -34,7 +42,7 @@ interface PoolFigures {
   readonly gatewayRssWithLeasesBytes: number;
   readonly leases: number;
   readonly freeAtEnd: number;
-  readonly raw: { first: number[]; leased: number[]; freshToken: number[]; rates: number[] };
+  readonly raw: { first: number[]; leased: number[]; freshToken: number[]; afterLogin: number[]; rates: number[] };
 }
 
 /**
@@ -59,6 +67,8 @@ export async function allocationProfile(ctx: BenchContext): Promise<ProfileResul
       [kind, "allocation adds", `${fmt(f.allocationAddsP50Ms, 3)} ms`, "", "p50 difference"],
       [kind, "leased Echo, token never seen before", `${fmt(f.freshTokenEchoP50Ms, 3)} ms`, "", "gateway and instance verify it (uncached)"],
       [kind, "allocation adds over that", `${fmt(f.allocationAddsOverFreshTokenP50Ms, 3)} ms`, "", "lease + durable commit + binding only"],
+      [kind, "first Echo after Login on this gateway", `${fmt(f.afterLoginEchoP50Ms, 3)} ms`, "", "the gateway knows the token it issued"],
+      [kind, "allocation adds after Login", `${fmt(f.allocationAddsAfterLoginP50Ms, 3)} ms`, "", "p50 difference to the leased Echo"],
       [
         kind,
         "sessions allocated/s",
@@ -74,6 +84,7 @@ export async function allocationProfile(ctx: BenchContext): Promise<ProfileResul
     leasedEchoP50Ms: lean.leasedEchoP50Ms,
     allocationAddsP50Ms: lean.allocationAddsP50Ms,
     allocationAddsOverFreshTokenP50Ms: lean.allocationAddsOverFreshTokenP50Ms,
+    allocationAddsAfterLoginP50Ms: lean.allocationAddsAfterLoginP50Ms,
     sessionsPerSec: lean.sessionsPerSec,
     gatewayCpuMsPerAllocation: lean.gatewayCpuMsPerAllocation,
     instancesCpuMsPerAllocation: lean.instancesCpuMsPerAllocation,
@@ -114,8 +125,10 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
   const warmCalls = ctx.quick ? 4 : 10;
   const batch = ctx.quick ? 200 : 800;
   const rounds = ctx.quick ? 2 : ctx.rounds;
+  // Sessions logged in through the gateway (production password hash: ~150 ms CPU each).
+  const loginSessions = ctx.quick ? 4 : 80;
   const spare = 110;
-  const poolSize = warmSessions + latencySessions + batch * rounds + spare;
+  const poolSize = warmSessions + latencySessions + loginSessions + batch * rounds + spare;
   ctx.progress(`allocation (${kind}): starting ${poolSize} instances in one process`);
   const pool = await (kind === "lean" ? startLeanInstances : startMultiInstances)(poolSize);
   const gateway = await startGateway(pool.addresses, {
@@ -165,11 +178,22 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
     const leased: number[] = [];
     ctx.progress(`allocation (${kind}): first Echo vs leased Echo, ${latencySessions} sessions, one at a time`);
     const client = clients[0] as ClientHttp2Session;
+    // The usual way in: Login on this gateway, then the first call. Logins first (4 at a time),
+    // their first Echos interleaved with the others below, so both see the same conditions.
+    ctx.progress(`allocation (${kind}): ${loginSessions} Logins through the gateway`);
+    const loggedIn: Prepared[] = [];
+    for (let i = 0; i < loginSessions; i += 4) {
+      const ids = Array.from({ length: Math.min(4, loginSessions - i) }, (_, k) => `bench-alloc-${process.pid}-${kind}-login-${i + k}`);
+      for (const s of await Promise.all(ids.map((id) => login(client, id)))) loggedIn.push({ session: s, headers: echoHeaders(s) });
+    }
     const freshToken: number[] = [];
+    const afterLogin: number[] = [];
     for (const [i, p] of sessions.entries()) {
       first.push(await call(client, p));
       leased.push(await call(client, p));
       freshToken.push(await call(client, secondTokens[i] as Prepared));
+      const viaLogin = loggedIn[i];
+      if (viaLogin !== undefined) afterLogin.push(await call(client, viaLogin));
     }
     const rates: number[] = [];
     const gwCpu: number[] = [];
@@ -195,7 +219,7 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
     }
     const rss = rssBytes(gateway.pid);
     for (const c of clients) c.close();
-    const leases = warmSessions + latencySessions + batch * rounds;
+    const leases = warmSessions + latencySessions + loginSessions + batch * rounds;
     return {
       poolSize,
       firstEchoP50Ms: quantile(first, 0.5),
@@ -205,6 +229,8 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
       allocationAddsP50Ms: quantile(first, 0.5) - quantile(leased, 0.5),
       freshTokenEchoP50Ms: quantile(freshToken, 0.5),
       allocationAddsOverFreshTokenP50Ms: quantile(first, 0.5) - quantile(freshToken, 0.5),
+      afterLoginEchoP50Ms: quantile(afterLogin, 0.5),
+      allocationAddsAfterLoginP50Ms: quantile(afterLogin, 0.5) - quantile(leased, 0.5),
       sessionsPerSec: median(rates),
       gatewayCpuMsPerAllocation: median(gwCpu),
       instancesCpuMsPerAllocation: median(poolCpu),
@@ -212,7 +238,7 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
       gatewayRssWithLeasesBytes: rss,
       leases,
       freeAtEnd: poolSize - leases,
-      raw: { first, leased, freshToken, rates },
+      raw: { first, leased, freshToken, afterLogin, rates },
     };
   } finally {
     await gateway.stop();
