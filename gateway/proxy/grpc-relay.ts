@@ -109,10 +109,10 @@ class RelayCall {
     stream.on("data", (chunk: Buffer) => this.onClientData(chunk));
     stream.on("end", () => {
       this.requestEnded = true;
+      // The upstream stream is opened only now (see `attempt`), with the whole request.
       const lease = this.waitingFor;
       this.waitingFor = undefined;
       if (lease !== undefined) this.attempt(lease);
-      else if (this.up !== undefined && !this.up.destroyed) this.up.end();
     });
     stream.on("wantTrailers", () => {
       stream.sendTrailers(this.pendingTrailers ?? { "grpc-status": String(Code.Internal), "grpc-message": messages.internal });
@@ -239,12 +239,9 @@ class RelayCall {
       );
       return;
     }
+    // Kept whole until the request ends (one message, at most the limit): only then is the
+    // upstream stream opened (`attempt`), and a replay sends it again.
     this.requestChunks.push(chunk);
-    const up = this.up;
-    if (up !== undefined && !up.destroyed && !up.write(chunk)) {
-      this.stream.pause();
-      up.once("drain", () => this.stream.resume());
-    }
   }
 
   private onUpstreamResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders): void {
