@@ -10,7 +10,7 @@ import {
   LoginResponseSchema,
 } from "../gen/my_service/my_service_pb.js";
 import { decodeGrpcMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
-import { type RawUnaryResult, rawUnary } from "../gateway/proxy/raw-unary.js";
+import { rawUnary } from "../gateway/proxy/raw-unary.js";
 
 /** gRPC paths the benchmark calls. */
 export const paths = {
@@ -73,14 +73,9 @@ export async function mintSession(id: string, lifetimeMs = 3_600_000): Promise<B
 
 /** One unary Echo; throws unless grpc-status is 0. */
 export async function echo(session: ClientHttp2Session, s: BenchSession, value = "bench"): Promise<EchoResponse> {
-  const reply = await echoRaw(session, s, value);
+  const reply = await rawUnary(session, paths.echo, echoRequest(value), s.headers, 10_000);
   if (reply.status !== 0) throw new Error(`Echo failed: ${reply.status} ${reply.message}`);
   return fromBinary(EchoResponseSchema, reply.data);
-}
-
-/** One unary Echo, its raw result. */
-export function echoRaw(session: ClientHttp2Session, s: BenchSession, value = "bench"): Promise<RawUnaryResult> {
-  return rawUnary(session, paths.echo, echoRequest(value), s.headers, 10_000);
 }
 
 /** Size on the wire of one Echo reply's DATA (prefix + message), to check h2load's byte counts. */

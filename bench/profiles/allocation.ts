@@ -1,8 +1,8 @@
-import type { ClientHttp2Session } from "node:http2";
+import type { ClientHttp2Session, OutgoingHttpHeaders } from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
 import Database from "better-sqlite3";
 import { fmt, fmtMB } from "../format.js";
-import { echoBody, echoHeaders, h2connect, login, mintSession, unaryCall } from "../grpc.js";
+import { type BenchSession, echoBody, echoHeaders, h2connect, login, mintSession, unaryCall } from "../grpc.js";
 import { type Child, cpuSeconds, rssBytes } from "../proc.js";
 import { startGateway, startLeanInstances, startMultiInstances } from "../stack.js";
 import { median, quantile } from "../stats.js";
@@ -141,11 +141,11 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
     const clients: ClientHttp2Session[] = [];
     for (let i = 0; i < 4; i++) clients.push(await h2connect(gateway.address));
     const body = echoBody("bench");
-    const mint = async (n: number, label: string) => {
-      const sessions = await Promise.all(Array.from({ length: n }, (_, i) => mintSession(`bench-alloc-${process.pid}-${kind}-${label}-${i}`)));
-      return sessions.map((s) => ({ session: s, headers: echoHeaders(s) }));
-    };
-    type Prepared = Awaited<ReturnType<typeof mint>>[number];
+    type Prepared = { readonly session: BenchSession; readonly headers: OutgoingHttpHeaders };
+    const prepare = (session: BenchSession): Prepared => ({ session, headers: echoHeaders(session) });
+    const sessionId = (label: string, i: number) => `bench-alloc-${process.pid}-${kind}-${label}-${i}`;
+    const mint = async (n: number, label: string) =>
+      (await Promise.all(Array.from({ length: n }, (_, i) => mintSession(sessionId(label, i))))).map(prepare);
     const call = async (c: ClientHttp2Session, p: Prepared) => {
       const t0 = performance.now();
       const r = await unaryCall(c, p.headers, body);
@@ -168,24 +168,19 @@ async function measurePool(ctx: BenchContext, kind: PoolKind): Promise<PoolFigur
     const sessions = await mint(latencySessions, "lat");
     // A second token for each session (same claims, another expiry): a leased call whose token
     // neither the gateway nor the instance has verified yet, to split token checks from allocation.
-    const secondTokens = await Promise.all(
-      sessions.map(async (p) => {
-        const again = await mintSession(p.session.id, 3_600_000 + 60_000);
-        return { session: again, headers: echoHeaders(again) };
-      }),
-    );
-    const first: number[] = [];
-    const leased: number[] = [];
-    ctx.progress(`allocation (${kind}): first Echo vs leased Echo, ${latencySessions} sessions, one at a time`);
+    const secondTokens = (await Promise.all(sessions.map((p) => mintSession(p.session.id, 3_600_000 + 60_000)))).map(prepare);
     const client = clients[0] as ClientHttp2Session;
     // The usual way in: Login on this gateway, then the first call. Logins first (4 at a time),
     // their first Echos interleaved with the others below, so both see the same conditions.
     ctx.progress(`allocation (${kind}): ${loginSessions} Logins through the gateway`);
     const loggedIn: Prepared[] = [];
     for (let i = 0; i < loginSessions; i += 4) {
-      const ids = Array.from({ length: Math.min(4, loginSessions - i) }, (_, k) => `bench-alloc-${process.pid}-${kind}-login-${i + k}`);
-      for (const s of await Promise.all(ids.map((id) => login(client, id)))) loggedIn.push({ session: s, headers: echoHeaders(s) });
+      const ids = Array.from({ length: Math.min(4, loginSessions - i) }, (_, k) => sessionId("login", i + k));
+      loggedIn.push(...(await Promise.all(ids.map((id) => login(client, id)))).map(prepare));
     }
+    ctx.progress(`allocation (${kind}): first Echo vs leased Echo, ${latencySessions} sessions, one at a time`);
+    const first: number[] = [];
+    const leased: number[] = [];
     const freshToken: number[] = [];
     const afterLogin: number[] = [];
     for (const [i, p] of sessions.entries()) {
