@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { SignJWT } from "jose";
+import { createHmac } from "node:crypto";
+import { SignJWT, jwtVerify } from "jose";
 import { type TokenClaims, createTokenVerifier, issueToken, minSecretBytes, tokenFromAuthorization } from "./tokens.js";
 
 const secret = "unit-test-secret-unit-test-secret-0123456789";
@@ -48,15 +49,15 @@ describe("createTokenVerifier()", () => {
     assert.deepEqual(await verify(token), expected);
   });
 
-  it("answers a second check of the same token synchronously from its cache", async () => {
+  it("answers synchronously and caches the token it verified", async () => {
     const verify = createTokenVerifier({ secret, now: () => t0 + 1000 });
-    const { token } = await issueToken(secret, claims, hour, t0);
+    const { token, iat, exp } = await issueToken(secret, claims, hour, t0);
+    assert.equal(verify.isCached(token), false);
     const first = verify(token);
-    assert.ok(first instanceof Promise, "the first check verifies the signature");
-    const claimsFirst = await first;
-    const second = verify(token);
-    assert.ok(!(second instanceof Promise), "the second check is a cache hit");
-    assert.deepEqual(second, claimsFirst);
+    assert.ok(!(first instanceof Promise), "the signature check runs on the calling thread");
+    assert.deepEqual(first, { ...claims, iat, exp });
+    assert.equal(verify.isCached(token), true);
+    assert.equal(verify(token), first, "the second check is answered from the cache");
   });
 
   it("answers a token it was told it issued (remember) from its cache, until it expires", async () => {
@@ -64,9 +65,8 @@ describe("createTokenVerifier()", () => {
     const verify = createTokenVerifier({ secret, now: () => clock.now });
     const { token, iat, exp } = await issueToken(secret, claims, 60_000, t0);
     verify.remember(token, { ...claims, iat, exp });
-    const answer = verify(token);
-    assert.ok(!(answer instanceof Promise), "no signature check for a remembered token");
-    assert.deepEqual(answer, { ...claims, iat, exp });
+    assert.equal(verify.isCached(token), true, "no signature check for a remembered token");
+    assert.deepEqual(verify(token), { ...claims, iat, exp });
     clock.now = exp * 1000;
     assert.equal(verify(token), undefined);
   });
@@ -172,20 +172,79 @@ describe("createTokenVerifier()", () => {
     );
     const [a, b, c] = tokens as [string, string, string];
     for (const token of tokens) assert.ok(await verify(token));
-    assert.ok(!(verify(c) instanceof Promise), "newest cached");
-    assert.ok(!(verify(b) instanceof Promise), "second newest cached");
-    const again = verify(a);
-    assert.ok(again instanceof Promise, "oldest evicted");
-    assert.equal((await again)?.session_id, "s1");
+    assert.ok(verify.isCached(c), "newest cached");
+    assert.ok(verify.isCached(b), "second newest cached");
+    assert.ok(!verify.isCached(a), "oldest evicted");
+    assert.equal((await verify(a))?.session_id, "s1");
+    assert.ok(verify.isCached(a) && !verify.isCached(b), "a verified again, b now the oldest and evicted");
   });
 
   it("does not cache rejected tokens", async () => {
     const verify = createTokenVerifier({ secret, now: () => t0 });
     const { token } = await issueToken(`${secret}-other`, claims, hour, t0);
     assert.equal(await verify(token), undefined);
-    const again = verify(token);
-    assert.ok(again instanceof Promise);
-    assert.equal(await again, undefined);
+    assert.equal(verify.isCached(token), false);
+    assert.equal(await verify(token), undefined);
+  });
+
+  it("accepts the tokens jose's jwtVerify accepts (HS256, same secret, same time), and no others", async () => {
+    const at = t0 + 1000;
+    const iat = seconds(t0);
+    const exp = iat + 3600;
+    const good = { ...claims, iat, exp };
+    const hs256 = (header: string, payload: string, key = secret) =>
+      `${header}.${payload}.${createHmac("sha256", key).update(`${header}.${payload}`).digest("base64url")}`;
+    const raw = (value: string) => Buffer.from(value).toString("base64url");
+    const valid = await sign(good);
+    const [vh, vp, vs] = parts(valid);
+    // The signature is 32 bytes: its 43rd character carries 4 bits and 2 spare ones.
+    const last = vs.at(-1) as string;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const spareBitsSet = alphabet[alphabet.indexOf(last) | 1] === last ? alphabet[alphabet.indexOf(last) & ~1] : alphabet[alphabet.indexOf(last) | 1];
+    const corpus: Record<string, string> = {
+      valid,
+      "issued by issueToken": (await issueToken(secret, claims, hour, t0)).token,
+      "no typ header": await new SignJWT(good).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(secret)),
+      "extra claims": await sign({ ...good, aud: "x", jti: "1" }),
+      "nbf passed": await sign({ ...good, nbf: iat }),
+      "nbf ahead": await sign({ ...good, nbf: exp - 10 }),
+      "nbf not a number": await sign({ ...good, nbf: "0" }),
+      "expires at this second": await sign({ ...good, exp: seconds(at) }),
+      "expires next second": await sign({ ...good, exp: seconds(at) + 1 }),
+      "exp a string": await sign({ ...good, exp: String(exp) }),
+      "another key": await sign(good, "HS256", `${secret}-other`),
+      HS384: await sign(good, "HS384"),
+      HS512: await sign(good, "HS512"),
+      "alg none": `${b64({ alg: "none" })}.${vp}.`,
+      "alg none, HS256 signature": hs256(b64({ alg: "none" }), vp),
+      "crit header": hs256(b64({ alg: "HS256", crit: ["exp"], exp: 1 }), vp),
+      "b64 false": hs256(b64({ alg: "HS256", b64: false, crit: ["b64"] }), vp),
+      "header an array": hs256(raw("[]"), vp),
+      "header not JSON": hs256(raw("{alg:HS256}"), vp),
+      "payload an array": hs256(vh, raw("[]")),
+      "payload null": hs256(vh, raw("null")),
+      "payload not JSON": hs256(vh, raw("{sub")),
+      "payload not UTF-8": hs256(vh, Buffer.from([0x7b, 0xff, 0xfe, 0x7d]).toString("base64url")),
+      "signature truncated": `${vh}.${vp}.${vs.slice(0, -2)}`,
+      "signature extended": `${vh}.${vp}.${vs}AA`,
+      "signature with spare bits set": `${vh}.${vp}.${vs.slice(0, -1)}${spareBitsSet}`,
+      "signature of another payload": `${vh}.${b64({ ...good, role: "user" })}.${vs}`,
+    };
+    // The one difference, on purpose: jose decodes base64url leniently and accepts a signature
+    // whose spare bits are set; we accept only the canonical spelling of a signature.
+    const strictlyRejected = new Set(["signature with spare bits set"]);
+    const key = new TextEncoder().encode(secret);
+    const verify = createTokenVerifier({ secret, now: () => at });
+    for (const [name, token] of Object.entries(corpus)) {
+      const jose = await jwtVerify(token, key, { algorithms: ["HS256"], currentDate: new Date(at) }).then(
+        () => true,
+        () => false,
+      );
+      const ours = verify(token) !== undefined;
+      assert.equal(ours, jose && !strictlyRejected.has(name), `${name}: ours ${ours ? "accepts" : "rejects"}, jwtVerify ${jose ? "accepts" : "rejects"}`);
+    }
+    const accepted = Object.keys(corpus).filter((name) => verify(corpus[name] as string) !== undefined);
+    assert.deepEqual(accepted, ["valid", "issued by issueToken", "no typ header", "extra claims", "nbf passed", "expires next second"]);
   });
 
   it("exports a minimum secret length of 32 bytes", () => {
