@@ -1,4 +1,8 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { StatusSchema } from "../gen/google/rpc/status_pb.js";
 
 /** Exact client-facing messages of SPEC section 5 that the gateway produces. */
 export const messages = {
@@ -46,9 +50,38 @@ export function grpcStatusOf(reason: unknown): { code: Code; message: string } {
 export function toConnectError(reason: unknown): ConnectError {
   if (reason instanceof ConnectError) return reason;
   const { code, message } = grpcStatusOf(reason);
-  const error = new ConnectError(message, code, undefined, undefined, reason);
   if (reason instanceof GatewayError && reason.retryAfterMs !== undefined) {
-    error.metadata.set("retry-after-ms", String(reason.retryAfterMs));
+    return retryableError(message, code, reason.retryAfterMs, reason);
   }
+  return new ConnectError(message, code, undefined, undefined, reason);
+}
+
+/**
+ * The retry hint of a refusal that may succeed later, two ways: a `google.rpc.RetryInfo` in the
+ * status details (what gRPC client libraries read: grpc-status's `from_call`, connect's
+ * `findDetails`, ...) and a plain `retry-after-ms` metadata entry (milliseconds, for clients
+ * without status-details support).
+ */
+function retryInfo(retryAfterMs: number) {
+  return create(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(0, Math.round(retryAfterMs))) });
+}
+
+/** A `ConnectError` carrying the retry hint (see `retryInfo`); connect-node encodes the details. */
+export function retryableError(message: string, code: Code, retryAfterMs: number, cause?: unknown): ConnectError {
+  const error = new ConnectError(message, code, undefined, [{ desc: RetryInfoSchema, value: retryInfo(retryAfterMs) }], cause);
+  error.metadata.set("retry-after-ms", String(Math.max(0, Math.round(retryAfterMs))));
   return error;
+}
+
+/**
+ * The retry hint (see `retryInfo`) as trailers, for the native relay that writes trailers
+ * itself: `grpc-status-details-bin` is a serialized `google.rpc.Status` (code, message, details),
+ * base64 without padding as the gRPC HTTP/2 protocol asks senders to emit.
+ */
+export function retryTrailers(code: Code, message: string, retryAfterMs: number): Record<string, string> {
+  const status = create(StatusSchema, { code, message, details: [anyPack(RetryInfoSchema, retryInfo(retryAfterMs))] });
+  return {
+    "retry-after-ms": String(Math.max(0, Math.round(retryAfterMs))),
+    "grpc-status-details-bin": Buffer.from(toBinary(StatusSchema, status)).toString("base64").replace(/=+$/, ""),
+  };
 }

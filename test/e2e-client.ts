@@ -1,6 +1,9 @@
+import assert from "node:assert/strict";
+import { durationMs } from "@bufbuild/protobuf/wkt";
 import { ConnectError, createClient, type Client } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 import { type EchoResponse, MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 
 /** A native gRPC client of the gateway on its own HTTP/2 connection. */
 export interface GatewayClient {
@@ -43,14 +46,29 @@ export async function echo(client: GatewayClient, session: Session, value = "v")
 }
 
 /** The gRPC error a call fails with; throws if it succeeds. */
-export async function errorOf(call: Promise<unknown>): Promise<{ code: number; message: string; metadata: Headers }> {
+export async function errorOf(
+  call: Promise<unknown>,
+): Promise<{ code: number; message: string; metadata: Headers; error: ConnectError }> {
   try {
     await call;
   } catch (error) {
-    if (error instanceof ConnectError) return { code: error.code, message: error.rawMessage, metadata: error.metadata };
+    if (error instanceof ConnectError) return { code: error.code, message: error.rawMessage, metadata: error.metadata, error };
     throw error;
   }
   throw new Error("expected the call to fail, it succeeded");
+}
+
+/**
+ * Asserts the retry hint of a refusal: a `google.rpc.RetryInfo` in the status details and the
+ * same delay in `retry-after-ms`. Returns the delay, milliseconds.
+ */
+export function retryHintOf(refusal: { metadata: Headers; error: ConnectError }): number {
+  const [info] = refusal.error.findDetails(RetryInfoSchema);
+  assert.ok(info?.retryDelay, "a google.rpc.RetryInfo in the status details");
+  const ms = durationMs(info.retryDelay);
+  assert.ok(ms > 0, `retry delay ${ms} ms`);
+  assert.equal(refusal.metadata.get("retry-after-ms"), String(ms));
+  return ms;
 }
 
 /** Retries `fn` while it fails with one of `codes` (e.g. while instances recycle), up to `timeoutMs`. */

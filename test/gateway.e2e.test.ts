@@ -9,7 +9,7 @@ import { createClient } from "@connectrpc/connect";
 import Database from "better-sqlite3";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { transferHeaders } from "../gateway/routing/session-router.js";
-import { type GatewayClient, echo, errorOf, gatewayClient, login, retryWhile, sleep } from "./e2e-client.js";
+import { type GatewayClient, echo, errorOf, gatewayClient, login, retryHintOf, retryWhile, sleep } from "./e2e-client.js";
 import { type Stack, startStack } from "./stack.js";
 
 const usersFile = join(import.meta.dirname, "fixtures", "users.json");
@@ -64,7 +64,18 @@ describe("gateway with 3 instances", () => {
     }
     assert.equal(new Set(pods).size, 3, `pods must differ: ${pods}`);
     const fourth = await login(client, "fourth");
-    assert.deepEqual(pick(await errorOf(echo(client, fourth))), busy);
+    const refused = await errorOf(echo(client, fourth));
+    assert.deepEqual(pick(refused), busy);
+    retryHintOf(refused);
+    // The same refusal over the Connect protocol (HTTP/1.1, served by connect-node, not the relay).
+    const viaConnect = await errorOf(
+      createClient(MyServiceAPI, createConnectTransport({ baseUrl: stack.gatewayUrl, httpVersion: "1.1" })).myServiceEcho(
+        { value: "x" },
+        { headers: fourth.headers },
+      ),
+    );
+    assert.deepEqual(pick(viaConnect), busy);
+    retryHintOf(viaConnect);
     assert.deepEqual(pick(await errorOf(client.api.myServiceSubscribe({ value: "x" }, { headers: fourth.headers })[Symbol.asyncIterator]().next())), busy);
     // The fourth session was never leased: its Shutdown is answered by the gateway.
     assert.deepEqual(pick(await errorOf(client.api.myServiceShutdown({}, { headers: fourth.headers }))), {

@@ -5,7 +5,7 @@ import type { Logger } from "../../common/logger.js";
 import { isValidSessionId, maxSessionIdLength } from "../../common/metadata-auth.js";
 import { type TokenClaims, issueToken } from "../../common/tokens.js";
 import { type LoginRequest, type LoginResponse, LoginResponseSchema } from "../../gen/my_service/my_service_pb.js";
-import { messages } from "../errors.js";
+import { messages, retryableError } from "../errors.js";
 import type { LoginThrottle } from "./login-throttle.js";
 import type { UserStore } from "./user-store.js";
 
@@ -55,12 +55,11 @@ export function createLogin(
     if (decision !== undefined && !decision.allowed) {
       options.onResult?.("throttled");
       log.warn({ username: request.username.slice(0, 128), peer, by: decision.by }, "login throttled");
-      const error = new ConnectError(
+      throw retryableError(
         `too many failed logins; retry in ${Math.ceil(decision.retryAfterMs / 1000)} s`,
         Code.ResourceExhausted,
+        decision.retryAfterMs,
       );
-      error.metadata.set("retry-after-ms", String(decision.retryAfterMs));
-      throw error;
     }
     let user: Awaited<ReturnType<UserStore["authenticate"]>>;
     try {

@@ -1,7 +1,7 @@
 import { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream, constants } from "node:http2";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
-import { grpcStatusOf, messages } from "../errors.js";
+import { grpcStatusOf, messages, retryTrailers } from "../errors.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease } from "../leases/lease-store.js";
 import type { InstancePool } from "../pool/instance-pool.js";
@@ -356,7 +356,7 @@ class RelayCall {
     this.up = undefined;
     if (up !== undefined && !up.destroyed) up.close(cancel);
     const out: OutgoingHttpHeaders = { "grpc-status": String(code), "grpc-message": encodeGrpcMessage(message) };
-    if (retryAfterMs !== undefined) out["retry-after-ms"] = String(retryAfterMs);
+    if (retryAfterMs !== undefined) Object.assign(out, retryTrailers(code, message, retryAfterMs));
     this.endWith(out, code);
   }
 

@@ -73,6 +73,18 @@ def main():
         check("last session: RESOURCE_EXHAUSTED 'all instances are busy'",
               e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and e.details() == "all instances are busy",
               "%s %r" % (e.code(), e.details()))
+        # The retry hint: a google.rpc.Status in grpc-status-details-bin (what grpc-status's
+        # rpc_status.from_call reads) carrying a google.rpc.RetryInfo, and retry-after-ms.
+        trailers = dict(e.trailing_metadata() or ())
+        status = dict(fields(trailers.get("grpc-status-details-bin", b"")))
+        detail = dict(fields(status.get(3, b"")))
+        delay = dict(fields(dict(fields(detail.get(2, b""))).get(1, b"")))
+        delay_ms = delay.get(1, 0) * 1000 + delay.get(2, 0) // 1_000_000
+        check("status details: code 8, the same message, RetryInfo %d ms = retry-after-ms" % delay_ms,
+              status.get(1) == 8 and status.get(2) == b"all instances are busy"
+              and detail.get(1) == b"type.googleapis.com/google.rpc.RetryInfo"
+              and delay_ms > 0 and str(delay_ms) == trailers.get("retry-after-ms"),
+              repr(trailers))
 
     for metadata, code, message in [
         ([("authorization", "garbage")], grpc.StatusCode.UNAUTHENTICATED, "missing session-id"),

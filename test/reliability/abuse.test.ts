@@ -16,7 +16,7 @@ import { loadUserStore } from "../../gateway/auth/user-store.js";
 import { create } from "@bufbuild/protobuf";
 import { LoginRequestSchema } from "../../gen/my_service/my_service_pb.js";
 import { repoRoot } from "../../scripts/up-control-client.js";
-import { type GatewayClient, gatewayClient } from "../e2e-client.js";
+import { type GatewayClient, errorOf, gatewayClient, retryHintOf } from "../e2e-client.js";
 import { type Stack, startStack } from "../stack.js";
 import { figure, mintHeaders, outcome, settle, usersFile } from "./helpers.js";
 
@@ -158,10 +158,10 @@ describe("abuse against the real gateway", () => {
     const bad = (username: string, spoof?: string) =>
       outcome(client.api.login({ username, password: "nope", sessionId: "t" }, spoof ? { headers: { "x-gateway-peer": spoof } } : {}));
     for (let i = 0; i < 3; i++) assert.equal((await bad("TestUser")).code, Code.PermissionDenied);
-    const locked = await bad("TestUser");
+    const locked = await errorOf(client.api.login({ username: "TestUser", password: "nope", sessionId: "t" }));
     assert.equal(locked.code, Code.ResourceExhausted);
     assert.match(locked.message, /^too many failed logins; retry in \d+ s$/);
-    const hint = Number(locked.metadata?.get("retry-after-ms"));
+    const hint = retryHintOf(locked);
     assert.ok(hint > 50_000 && hint <= 60_000, `retry-after-ms ${hint}`);
     // Even the right password waits: that is what stops guessing.
     const right = await outcome(client.api.login({ username: "TestUser", password: "TestPassword", sessionId: "t" }));
