@@ -33,6 +33,7 @@ describe("gateway loadConfig()", () => {
       instanceDns: undefined,
       discoveryIntervalMs: 5_000,
       healthIntervalMs: 1_000,
+      healthFullIntervalMs: 5_000,
       healthTimeoutMs: 1_000,
       healthFailureThreshold: 3,
       maxMessageBytes: 4 * 1024 * 1024,

@@ -28,6 +28,12 @@ export interface GatewayConfig {
   readonly discoveryIntervalMs: number;
   /** `HEALTH_CHECK_INTERVAL`: period of health probes per instance, milliseconds. Default 1s. */
   readonly healthIntervalMs: number;
+  /**
+   * `HEALTH_FULL_CHECK_INTERVAL`: period of the full probe per instance (gRPC health Check +
+   * status call), milliseconds; probes in between are HTTP/2 PINGs. Default 5s; at most
+   * `HEALTH_CHECK_INTERVAL` makes every probe a full one.
+   */
+  readonly healthFullIntervalMs: number;
   /** `HEALTH_CHECK_TIMEOUT`: bound of one probe, milliseconds. Default 1s. */
   readonly healthTimeoutMs: number;
   /** `HEALTH_FAILURE_THRESHOLD`: consecutive failed probes before an instance is declared dead. Default 3. */
@@ -100,6 +106,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
     instanceDns,
     discoveryIntervalMs: r.duration("DISCOVERY_INTERVAL", 5 * second, 100, hour),
     healthIntervalMs: r.duration("HEALTH_CHECK_INTERVAL", second, 50, 5 * minute),
+    healthFullIntervalMs: r.duration("HEALTH_FULL_CHECK_INTERVAL", 5 * second, 50, hour),
     healthTimeoutMs: r.duration("HEALTH_CHECK_TIMEOUT", second, 10, minute),
     healthFailureThreshold: r.integer("HEALTH_FAILURE_THRESHOLD", 3, 1, 100),
     maxMessageBytes: r.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),

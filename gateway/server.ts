@@ -82,6 +82,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     upstream,
     discovery,
     healthIntervalMs: config.healthIntervalMs,
+    fullProbeIntervalMs: config.healthFullIntervalMs,
     healthTimeoutMs: config.healthTimeoutMs,
     failureThreshold: config.healthFailureThreshold,
     discoveryIntervalMs: config.discoveryIntervalMs,

@@ -1,3 +1,4 @@
+import type { ClientHttp2Session } from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "../../common/logger.js";
 import { issueToken } from "../../common/tokens.js";
@@ -28,6 +29,14 @@ export interface InstancePoolOptions {
   readonly discovery: Discovery;
   /** Period of probes per instance, milliseconds. */
   readonly healthIntervalMs: number;
+  /**
+   * Period of the full probe per instance (gRPC health Check + status call), milliseconds.
+   * Probes in between are an HTTP/2 PING on the instance's identified connection: the
+   * instance's HTTP/2 layer answers it without running a gRPC call, yet only while its event
+   * loop runs. An instance that failed a probe, is not healthy, or is free but not yet clean
+   * always gets the full probe. Default `healthIntervalMs` (every probe is a full one).
+   */
+  readonly fullProbeIntervalMs?: number;
   /** Bound of one probe, milliseconds. */
   readonly healthTimeoutMs: number;
   /** Consecutive failed probes before an instance is declared dead. */
@@ -54,14 +63,16 @@ export interface InstanceProbeState {
   lastError: string | undefined;
   inFlight: boolean;
   lastRecycleAt: number;
+  /** Start of the last successful full probe (health Check + status), Unix milliseconds. */
+  lastFullProbeAt: number;
 }
 
 /** Verdict of `diagnose`: `gone` when the session's process is dead or restarted. */
 export type Diagnosis = "same" | "gone";
 
 /**
- * Discovers instances, probes each one (gRPC health + status call) every interval with a
- * bounded timeout, declares it dead only after `failureThreshold` consecutive failures and
+ * Discovers instances, probes each one every interval with a bounded timeout (gRPC health +
+ * status call; between full probes, every `fullProbeIntervalMs`, an HTTP/2 PING), declares it dead only after `failureThreshold` consecutive failures and
  * back as soon as it answers, reconciles leases with what instances report (SPEC 4.7, 4.8),
  * and recycles instances on a session's behalf (expiry, unknown sessions).
  */
@@ -133,7 +144,14 @@ export class InstancePool {
     this.known = found;
     for (const address of found) {
       if (!this.probes.has(address)) {
-        this.probes.set(address, { consecutiveFailures: 0, lastProbeAt: 0, lastError: undefined, inFlight: false, lastRecycleAt: 0 });
+        this.probes.set(address, {
+          consecutiveFailures: 0,
+          lastProbeAt: 0,
+          lastError: undefined,
+          inFlight: false,
+          lastRecycleAt: 0,
+          lastFullProbeAt: 0,
+        });
       }
     }
   }
@@ -187,8 +205,16 @@ export class InstancePool {
     const startedAt = Date.now();
     const { store, logger } = this.options;
     try {
+      const live = this.pingable(address, state, startedAt);
+      if (live !== undefined) {
+        await ping(live.session, this.options.healthTimeoutMs);
+        state.consecutiveFailures = 0;
+        state.lastError = undefined;
+        return;
+      }
       const status = await this.status(address);
       if (!this.probes.has(address)) return;
+      state.lastFullProbeAt = startedAt;
       const wasDown = state.consecutiveFailures >= this.options.failureThreshold;
       state.consecutiveFailures = 0;
       state.lastError = undefined;
@@ -236,6 +262,25 @@ export class InstancePool {
       state.lastProbeAt = Date.now();
       state.inFlight = false;
     }
+  }
+
+  /**
+   * The connection a PING may stand in for the full probe on, or `undefined` when the full probe
+   * is due: its period passed, the last probe failed, the store does not see the instance
+   * healthy, it is free but not yet clean (only a status call can show it clean), or no pooled
+   * connection is up and identified as the boot the store knows. A restarted process is always
+   * a new connection, so a PING on the identified one cannot miss a restart.
+   */
+  private pingable(address: string, state: InstanceProbeState, now: number): UpstreamConnection | undefined {
+    const fullEvery = this.options.fullProbeIntervalMs ?? this.options.healthIntervalMs;
+    if (fullEvery <= this.options.healthIntervalMs) return undefined; // every probe a full one
+    // Half an interval of slack: probe rounds start a little late or early.
+    const due = now - state.lastFullProbeAt >= fullEvery - this.options.healthIntervalMs / 2;
+    if (due || state.consecutiveFailures > 0) return undefined;
+    const record = this.options.store.instance(address);
+    if (record === undefined || !record.healthy || (record.sessionId === null && !record.clean)) return undefined;
+    const conn = this.options.upstream.identified(address);
+    return conn !== undefined && conn.bootId === record.bootId ? conn : undefined;
   }
 
   /**
@@ -289,4 +334,22 @@ export class InstancePool {
       return false;
     }
   }
+}
+
+/** Sends an HTTP/2 PING and waits for its ACK, at most `timeoutMs`. */
+function ping(session: ClientHttp2Session, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`PING not answered within ${timeoutMs} ms`)), timeoutMs);
+    const done = (error: Error | null) => {
+      clearTimeout(timer);
+      if (error === null) resolve();
+      else reject(error);
+    };
+    try {
+      // false: too many PINGs unanswered already (node keeps at most 10 outstanding).
+      if (!session.ping(done)) done(new Error("PING not sent: too many unanswered"));
+    } catch (error) {
+      done(error as Error);
+    }
+  });
 }

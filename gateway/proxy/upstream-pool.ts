@@ -78,6 +78,11 @@ export class UpstreamPool {
     return pool.conns[pool.next] as UpstreamConnection;
   }
 
+  /** A pooled connection to `address` that is up and identified (boot id known); never opens one. */
+  identified(address: string): UpstreamConnection | undefined {
+    return this.pools.get(address)?.conns.find((c) => c.isConnected() && c.bootId !== undefined && !c.session.closed && !c.session.destroyed);
+  }
+
   private open(address: string, list: UpstreamConnection[]): UpstreamConnection {
     const session = connect(`http://${address}`, {
       settings: { enablePush: false, initialWindowSize: 1 << 20 },
