@@ -5,7 +5,8 @@ import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1
 /**
  * Container health check: one gRPC `grpc.health.v1.Health/Check` to `host:port` (argument, or
  * `127.0.0.1:$SERVICE_PORT_GRPC`). Exits 0 when SERVING, 1 otherwise.
- * Usage: node --import tsx scripts/grpc-health-check.ts [host:port]
+ * Usage: node dist/scripts/grpc-health-check.js [host:port] (after npm run build), or
+ * node --import tsx scripts/grpc-health-check.ts [host:port]
  */
 const target = process.argv[2] ?? `127.0.0.1:${process.env.SERVICE_PORT_GRPC ?? "10000"}`;
 try {

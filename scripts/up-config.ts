@@ -19,6 +19,12 @@ export interface UpOptions {
   readonly gateway: boolean;
   /** `--exit-with-stdin`: stop everything when stdin (a pipe from the parent) closes. */
   readonly exitWithStdin: boolean;
+  /**
+   * `--compiled`: run the processes from `dist/` (the JavaScript `npm run build` emits, as the
+   * container images do) instead of the TypeScript sources through tsx. `npm run up` builds and
+   * passes it; test harnesses run the sources.
+   */
+  readonly compiled: boolean;
   /** `--help`. */
   readonly help: boolean;
 }
@@ -44,6 +50,8 @@ Options (environment variable in brackets):
   --state-file FILE         state file [UP_STATE_FILE] (default <data-dir>/up-stack.json)
   --no-gateway              run the instances only
   --exit-with-stdin         stop when stdin closes (for harnesses that spawn the launcher)
+  --compiled                run dist/ (built by npm run build; npm run up passes it)
+                            instead of the TypeScript sources through tsx
   --help                    this text
 
 Environment passed to the processes: JWT_SECRET (a development secret if unset),
@@ -87,6 +95,7 @@ export function parseUpOptions(
         "state-file": { type: "string" },
         "no-gateway": { type: "boolean" },
         "exit-with-stdin": { type: "boolean" },
+        compiled: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -124,6 +133,7 @@ export function parseUpOptions(
     stateFile,
     gateway: values["no-gateway"] !== true,
     exitWithStdin: values["exit-with-stdin"] === true,
+    compiled: values.compiled === true,
     help: values.help === true,
   });
 }

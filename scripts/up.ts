@@ -1,4 +1,4 @@
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
@@ -50,7 +50,12 @@ function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
   };
 }
 
-function nodeArgs(script: string): string[] {
+/** Node arguments running `script` (a `.ts` path): from `dist/` when compiled, else through tsx. */
+function nodeArgs(script: string, compiled: boolean): string[] {
+  if (compiled) {
+    const built = (path: string) => join(repoRoot, "dist", path.replace(/\.ts$/, ".js"));
+    return ["--import", pathToFileURL(built("scripts/exit-with-parent.ts")).href, built(script)];
+  }
   const hook = pathToFileURL(join(repoRoot, "scripts", "exit-with-parent.ts")).href;
   return ["--import", "tsx", "--import", hook, join(repoRoot, script)];
 }
@@ -66,7 +71,7 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       port,
       probeHost: "127.0.0.1",
       command: process.execPath,
-      args: nodeArgs("myservice/main.ts"),
+      args: nodeArgs("myservice/main.ts", options.compiled),
       env: { ...inherited, ...myserviceEnv(settings, podName, port) },
       cwd: repoRoot,
     };
@@ -83,7 +88,7 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       port: ports.gatewayPort,
       probeHost: connectHost(settings.gatewayListenHost),
       command: process.execPath,
-      args: nodeArgs("gateway/main.ts"),
+      args: nodeArgs("gateway/main.ts", options.compiled),
       env: { ...gatewayInherited, ...gatewayEnv(settings, ports.gatewayPort, addresses) },
       cwd: repoRoot,
     });
@@ -119,6 +124,14 @@ async function main(): Promise<void> {
   const say = createLinePrefixer(prefixFor("up", width), (text) => process.stdout.write(text));
   const log = (message: string) => say(Buffer.from(`${message}\n`));
 
+  if (options.compiled) {
+    const missing = [...new Set(specs.map((s) => s.args.at(-1) as string))].filter((file) => !existsSync(file));
+    if (missing.length > 0) {
+      log(`cannot start: ${missing.join(", ")} missing. Run npm run build first (npm run up does).`);
+      process.exitCode = 1;
+      return;
+    }
+  }
   const busy = (
     await Promise.all([
       portProblem(ports.controlPort, "127.0.0.1"),

@@ -24,7 +24,8 @@ const assets = {
   "/dashboard": { file: "dashboard.html", type: "text/html; charset=utf-8" },
   "/dashboard/": { file: "dashboard.html", type: "text/html; charset=utf-8" },
   "/dashboard.js": {
-    file: "dashboard.js",
+    // Not dashboard.js on disk: the compiled build puts this module there (dist/gateway/ops/).
+    file: "dashboard-page.js",
     type: "text/javascript; charset=utf-8",
   },
 } as const;
