@@ -71,9 +71,10 @@ export interface InstanceProbeState {
 export type Diagnosis = "same" | "gone";
 
 /**
- * Discovers instances, probes each one every interval with a bounded timeout (gRPC health +
- * status call; between full probes, every `fullProbeIntervalMs`, an HTTP/2 PING), declares it dead only after `failureThreshold` consecutive failures and
- * back as soon as it answers, reconciles leases with what instances report (SPEC 4.7, 4.8),
+ * Discovers instances, probes each one every interval with a bounded timeout (a full probe —
+ * gRPC health + status call — every `fullProbeIntervalMs`, an HTTP/2 PING in between),
+ * declares it dead only after `failureThreshold` consecutive failures and back as soon as it
+ * answers, reconciles leases with what instances report (SPEC 4.7, 4.8),
  * and recycles instances on a session's behalf (expiry, unknown sessions).
  */
 export class InstancePool {
