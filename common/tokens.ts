@@ -74,7 +74,7 @@ export type CachingTokenVerifier = TokenVerifier & {
  * The verifier answers synchronously. The signature is checked with node:crypto's HMAC
  * (a few microseconds on the calling thread), not with jose's `jwtVerify`: jose 6 verifies
  * through WebCrypto, which runs every HMAC as a job on libuv's thread pool and resolves a
- * promise — ~0.15 ms per new token, on the first call of every session, twice (gateway and
+ * promise — 0.08–0.3 ms per new token, on the first call of every session, twice (gateway and
  * instance). jose still parses the header and claims (`decodeProtectedHeader`, `decodeJwt`);
  * `tokens.test.ts` checks this verifier against `jwtVerify` on a corpus of good and bad tokens.
  */
