@@ -1,5 +1,5 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { canConnect } from "../scripts/net-util.js";
@@ -83,8 +83,25 @@ export function spawnChild(name: string, command: string, args: readonly string[
 }
 
 /** Spawns `node --import tsx <script>` from the repository root. */
+/** Set by `buildProduct()`: the product's processes run from dist/. */
+let productBuilt = false;
+
+/**
+ * Runs `npm run build`, after which `spawnNode` starts the gateway and myservice from `dist/`
+ * — what `npm run up` and the container images run — instead of through tsx. The bench's own
+ * processes (pools, load generators) are not in the build and keep running through tsx.
+ */
+export function buildProduct(): void {
+  const build = spawnSync("npm", ["run", "build", "--silent"], { cwd: repoRoot, encoding: "utf8" });
+  if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
+  productBuilt = true;
+}
+
+/** Starts `script` (a `.ts` path): its build output in dist/ after `buildProduct()`, else through tsx. */
 export function spawnNode(name: string, script: string, env: NodeJS.ProcessEnv, nodeArgs: readonly string[] = []): Child {
-  return spawnChild(name, process.execPath, [...nodeArgs, "--import", "tsx", join(repoRoot, script)], env);
+  const built = join(repoRoot, "dist", script.replace(/\.ts$/, ".js"));
+  const args = productBuilt && existsSync(built) ? [built] : ["--import", "tsx", join(repoRoot, script)];
+  return spawnChild(name, process.execPath, [...nodeArgs, ...args], env);
 }
 
 /** Stops every child still running (on exit or failure). */

@@ -14,7 +14,7 @@ import { leaseStoreProfile } from "./profiles/lease-store.js";
 import { loginProfile } from "./profiles/login.js";
 import { proxyProfile } from "./profiles/proxy.js";
 import { streamsProfile } from "./profiles/streams.js";
-import { repoRoot, stopAll } from "./proc.js";
+import { buildProduct, repoRoot, stopAll } from "./proc.js";
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from "./report.js";
 import { gatewayNodeArgs } from "./stack.js";
 import type { BenchContext, ProfileResult } from "./types.js";
@@ -68,6 +68,8 @@ async function main(): Promise<number> {
       return 1;
     }
   }
+  process.stderr.write("bench: npm run build (the gateway and myservice run from dist/, as npm run up and the images run them)\n");
+  buildProduct();
   const tmpDir = await mkdtemp(join(tmpdir(), "bench-"));
   const ctx: BenchContext = {
     quick: args.quick,

@@ -75,7 +75,7 @@ export async function footprintProfile(ctx: BenchContext): Promise<ProfileResult
       notes: [
         `The ${leases} leases are written into the database before the gateway starts (10,000 live instances exceed this machine's file-descriptor limit); leases live in SQLite, not in the gateway's heap.`,
         `Probing: a lean pool (one process, many ports) behind a gateway at its defaults but for HEALTH_FULL_CHECK_INTERVAL: 1s (every probe a health Check + status call) or 5s (the default: an HTTP/2 PING in between); gateway CPU over ${ctx.quick ? 2 : 8} s after ${ctx.quick ? 1 : 3} s of settling. A full probe costs the gateway ~0.3 ms CPU; 3,000 instances at 1 s need more than one core.`,
-        "Per open stream: see the streams profile. The gateway runs under tsx (TypeScript loader), which adds to every figure.",
+        "Per open stream: see the streams profile. The gateway runs from dist/ (npm run build: compiled JavaScript, as npm run up and the images run it).",
       ],
     };
   } finally {
