@@ -558,7 +558,9 @@ describe("LeaseStore WAL checkpoints", () => {
       const address = acquiredAddress(store, `s-${i}`);
       store.release(`s-${i}`, address);
       store.recordStatus(address, cleanStatus(address), Date.now() + 1);
-      if (i % 25 === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+      // Wait longer than one checkpoint period: the interval timer, due earlier, fires first, so
+      // every 25 cycles are followed by a checkpoint however slow a loaded machine runs the loop.
+      if (i % 25 === 0) await new Promise((resolve) => setTimeout(resolve, 25));
     }
     // 4,500 commits of several pages each would make a WAL of tens of MB without checkpoints;
     // PASSIVE checkpoints reuse the file from its start once the database has caught up.
