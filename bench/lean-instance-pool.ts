@@ -87,8 +87,8 @@ class LeanInstance {
     });
   }
 
-  private async authenticate(headers: http2.IncomingHttpHeaders): Promise<string | Reply> {
-    const result = await authenticateCall(
+  private authenticate(headers: http2.IncomingHttpHeaders): string | Reply {
+    const result = authenticateCall(
       headers["session-id"] as string | undefined,
       headers.authorization as string | undefined,
       this.verify,
@@ -121,7 +121,7 @@ class LeanInstance {
           ),
         );
       case "/my_service.MyServiceAPI/MyServiceEcho": {
-        const sessionId = await this.authenticate(headers);
+        const sessionId = this.authenticate(headers);
         if (typeof sessionId !== "string") return sessionId;
         if (this.sessionId === undefined) this.sessionId = sessionId;
         else if (this.sessionId !== sessionId) return fail(Code.Internal, `Session conflict: was=${this.sessionId}, now=${sessionId}`);
@@ -144,7 +144,7 @@ class LeanInstance {
         );
       }
       case "/my_service.MyServiceAPI/MyServiceShutdown": {
-        const sessionId = await this.authenticate(headers);
+        const sessionId = this.authenticate(headers);
         if (typeof sessionId !== "string") return sessionId;
         if (this.sessionId === undefined) return fail(Code.PermissionDenied, "Server session is not set");
         if (this.sessionId !== sessionId) {

@@ -1,7 +1,8 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { builtPath, runBuild } from "../scripts/build-output.js";
 import { canConnect } from "../scripts/net-util.js";
 import { repoRoot } from "../scripts/up-control-client.js";
 
@@ -82,7 +83,6 @@ export function spawnChild(name: string, command: string, args: readonly string[
   return handle;
 }
 
-/** Spawns `node --import tsx <script>` from the repository root. */
 /** Set by `buildProduct()`: the product's processes run from dist/. */
 let productBuilt = false;
 
@@ -92,14 +92,13 @@ let productBuilt = false;
  * processes (pools, load generators) are not in the build and keep running through tsx.
  */
 export function buildProduct(): void {
-  const build = spawnSync("npm", ["run", "build", "--silent"], { cwd: repoRoot, encoding: "utf8" });
-  if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
+  runBuild();
   productBuilt = true;
 }
 
 /** Starts `script` (a `.ts` path): its build output in dist/ after `buildProduct()`, else through tsx. */
 export function spawnNode(name: string, script: string, env: NodeJS.ProcessEnv, nodeArgs: readonly string[] = []): Child {
-  const built = join(repoRoot, "dist", script.replace(/\.ts$/, ".js"));
+  const built = builtPath(script);
   const args = productBuilt && existsSync(built) ? [built] : ["--import", "tsx", join(repoRoot, script)];
   return spawnChild(name, process.execPath, [...nodeArgs, ...args], env);
 }

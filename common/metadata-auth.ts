@@ -28,19 +28,14 @@ export function authenticateCall(
   sessionIdHeader: string | undefined,
   authorizationHeader: string | undefined,
   verify: TokenVerifier,
-):
-  | { ok: true; sessionId: string; claims: TokenClaims }
-  | { ok: false; failure: AuthFailure }
-  | Promise<{ ok: true; sessionId: string; claims: TokenClaims } | { ok: false; failure: AuthFailure }> {
+): { ok: true; sessionId: string; claims: TokenClaims } | { ok: false; failure: AuthFailure } {
   const sessionId = sessionIdHeader?.trim();
   if (sessionId === undefined || sessionId === "") return { ok: false, failure: "missing-session-id" };
   const token = tokenFromAuthorization(authorizationHeader);
   // No valid token is ever issued for a malformed session id (Login refuses it).
   if (token === undefined || !isValidSessionId(sessionId)) return { ok: false, failure: "invalid-token" };
-  const verified = verify(token);
-  const finish = (claims: TokenClaims | undefined) =>
-    claims !== undefined && claims.session_id === sessionId
-      ? ({ ok: true, sessionId, claims } as const)
-      : ({ ok: false, failure: "invalid-token" } as const);
-  return verified instanceof Promise ? verified.then(finish) : finish(verified);
+  const claims = verify(token);
+  return claims !== undefined && claims.session_id === sessionId
+    ? { ok: true, sessionId, claims }
+    : { ok: false, failure: "invalid-token" };
 }

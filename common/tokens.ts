@@ -52,8 +52,8 @@ export interface TokenVerifierOptions {
   readonly now?: () => number;
 }
 
-/** Verifies tokens; returns the claims, or `undefined` for any token that is not valid now. */
-export type TokenVerifier = (token: string) => Promise<TokenClaims | undefined> | TokenClaims | undefined;
+/** Verifies tokens, synchronously; returns the claims, or `undefined` for any token that is not valid now. */
+export type TokenVerifier = (token: string) => TokenClaims | undefined;
 
 /** A verifier with a cache that can be told about tokens this process signed itself. */
 export type CachingTokenVerifier = TokenVerifier & {
@@ -113,19 +113,21 @@ export function createTokenVerifier(options: TokenVerifierOptions): CachingToken
       role === "" ||
       typeof session_id !== "string" ||
       session_id === "" ||
+      typeof iat !== "number" ||
+      typeof exp !== "number" ||
       !Number.isSafeInteger(iat) ||
       !Number.isSafeInteger(exp) ||
       (nbf !== undefined && !(typeof nbf === "number" && nbf <= nowSeconds)) ||
-      (exp as number) <= nowSeconds ||
-      (exp as number) <= (iat as number) ||
-      (exp as number) - (iat as number) > maxLifetimeSeconds
+      exp <= nowSeconds ||
+      exp <= iat ||
+      exp - iat > maxLifetimeSeconds
     ) {
       return undefined;
     }
-    return Object.freeze({ sub, role, session_id, iat: iat as number, exp: exp as number });
+    return Object.freeze({ sub, role, session_id, iat, exp });
   }
 
-  const verify = (token: string): TokenClaims | undefined => {
+  const verify: TokenVerifier = (token) => {
     const cached = cache.get(token);
     if (cached !== undefined) {
       if (cached.exp * 1000 > now()) return cached;

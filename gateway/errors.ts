@@ -59,29 +59,32 @@ export function toConnectError(reason: unknown): ConnectError {
 /**
  * The retry hint of a refusal that may succeed later, two ways: a `google.rpc.RetryInfo` in the
  * status details (what gRPC client libraries read: grpc-status's `from_call`, connect's
- * `findDetails`, ...) and a plain `retry-after-ms` metadata entry (milliseconds, for clients
- * without status-details support).
+ * `findDetails`, ...) and a plain `retry-after-ms` metadata entry (whole milliseconds, for
+ * clients without status-details support). Both carry the same delay.
  */
-function retryInfo(retryAfterMs: number) {
-  return create(RetryInfoSchema, { retryDelay: durationFromMs(Math.max(0, Math.round(retryAfterMs))) });
+function retryHint(retryAfterMs: number) {
+  const ms = Math.max(0, Math.round(retryAfterMs));
+  return { metadata: String(ms), info: create(RetryInfoSchema, { retryDelay: durationFromMs(ms) }) };
 }
 
-/** A `ConnectError` carrying the retry hint (see `retryInfo`); connect-node encodes the details. */
+/** A `ConnectError` carrying the retry hint (see `retryHint`); connect-node encodes the details. */
 export function retryableError(message: string, code: Code, retryAfterMs: number, cause?: unknown): ConnectError {
-  const error = new ConnectError(message, code, undefined, [{ desc: RetryInfoSchema, value: retryInfo(retryAfterMs) }], cause);
-  error.metadata.set("retry-after-ms", String(Math.max(0, Math.round(retryAfterMs))));
+  const hint = retryHint(retryAfterMs);
+  const error = new ConnectError(message, code, undefined, [{ desc: RetryInfoSchema, value: hint.info }], cause);
+  error.metadata.set("retry-after-ms", hint.metadata);
   return error;
 }
 
 /**
- * The retry hint (see `retryInfo`) as trailers, for the native relay that writes trailers
+ * The retry hint (see `retryHint`) as trailers, for the native relay that writes trailers
  * itself: `grpc-status-details-bin` is a serialized `google.rpc.Status` (code, message, details),
  * base64 without padding as the gRPC HTTP/2 protocol asks senders to emit.
  */
 export function retryTrailers(code: Code, message: string, retryAfterMs: number): Record<string, string> {
-  const status = create(StatusSchema, { code, message, details: [anyPack(RetryInfoSchema, retryInfo(retryAfterMs))] });
+  const hint = retryHint(retryAfterMs);
+  const status = create(StatusSchema, { code, message, details: [anyPack(RetryInfoSchema, hint.info)] });
   return {
-    "retry-after-ms": String(Math.max(0, Math.round(retryAfterMs))),
+    "retry-after-ms": hint.metadata,
     "grpc-status-details-bin": Buffer.from(toBinary(StatusSchema, status)).toString("base64").replace(/=+$/, ""),
   };
 }

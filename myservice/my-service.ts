@@ -48,8 +48,8 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
   const state: InstanceState = { sessionId: undefined, shuttingDown: false };
   const healthWatchers = new Set<() => void>();
 
-  async function authenticate(context: HandlerContext): Promise<string> {
-    const result = await authenticateCall(
+  function authenticate(context: HandlerContext): string {
+    const result = authenticateCall(
       context.requestHeader.get("session-id") ?? undefined,
       context.requestHeader.get("authorization") ?? undefined,
       options.verifyToken,
@@ -86,12 +86,12 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
   const routes = (router: ConnectRouter) => {
     router.service(MyServiceAPI, {
       async myServiceEcho(request, context) {
-        const sessionId = await authenticate(context);
+        const sessionId = authenticate(context);
         bind(sessionId);
         return echo(request, sessionId, 0, "MyServiceEcho");
       },
       async *myServiceSubscribe(request, context) {
-        const sessionId = await authenticate(context);
+        const sessionId = authenticate(context);
         bind(sessionId);
         for (let index = 0; ; index++) {
           yield echo(request, sessionId, index, "MyServiceSubscribe");
@@ -100,7 +100,7 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
         }
       },
       async myServiceShutdown(_request, context) {
-        const sessionId = await authenticate(context);
+        const sessionId = authenticate(context);
         if (state.sessionId === undefined) throw new ConnectError("Server session is not set", Code.PermissionDenied);
         if (state.sessionId !== sessionId) {
           throw new ConnectError(

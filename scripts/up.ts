@@ -9,6 +9,7 @@ import { watchParentPipe } from "./parent-watch.js";
 import { gatewayEnv, myserviceEnv, stackDefaults, type StackSettings } from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
 import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
+import { builtPath } from "./build-output.js";
 import { repoRoot } from "./up-control-client.js";
 import type { UpState } from "./up-protocol.js";
 
@@ -52,10 +53,7 @@ function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
 
 /** Node arguments running `script` (a `.ts` path): from `dist/` when compiled, else through tsx. */
 function nodeArgs(script: string, compiled: boolean): string[] {
-  if (compiled) {
-    const built = (path: string) => join(repoRoot, "dist", path.replace(/\.ts$/, ".js"));
-    return ["--import", pathToFileURL(built("scripts/exit-with-parent.ts")).href, built(script)];
-  }
+  if (compiled) return ["--import", pathToFileURL(builtPath("scripts/exit-with-parent.ts")).href, builtPath(script)];
   const hook = pathToFileURL(join(repoRoot, "scripts", "exit-with-parent.ts")).href;
   return ["--import", "tsx", "--import", hook, join(repoRoot, script)];
 }

@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { builtPath, runBuild } from "../scripts/build-output.js";
 import { canConnect, pickFreePorts } from "../scripts/net-util.js";
 import { repoRoot } from "../scripts/up-control-client.js";
 
@@ -31,8 +32,7 @@ describe("production build (dist/) and the container images", () => {
   let dataDir = "";
   before(async () => {
     dataDir = await mkdtemp(join(tmpdir(), "build-test-"));
-    const build = spawnSync("npm", ["run", "build", "--silent"], { cwd: repoRoot, encoding: "utf8" });
-    assert.equal(build.status, 0, `npm run build failed:\n${build.stdout}\n${build.stderr}`);
+    runBuild();
   });
   after(async () => {
     await Promise.all(
@@ -65,7 +65,7 @@ describe("production build (dist/) and the container images", () => {
     );
     for (const entry of entries) assert.ok(existsSync(join(repoRoot, entry)), `${entry} missing after npm run build`);
     for (const asset of ["dashboard.html", "dashboard-page.js"]) {
-      assert.ok(existsSync(join(repoRoot, "dist", "gateway", "ops", asset)), `dashboard asset ${asset} not copied into dist/`);
+      assert.ok(existsSync(builtPath(`gateway/ops/${asset}`)), `dashboard asset ${asset} not copied into dist/`);
     }
   });
 

@@ -63,7 +63,7 @@ export async function requireAdmin(
   const token = tokenFromAuthorization(
     context.requestHeader.get("authorization") ?? undefined,
   );
-  const claims = token === undefined ? undefined : await verifyToken(token);
+  const claims = token === undefined ? undefined : verifyToken(token);
   if (claims === undefined)
     throw new ConnectError(messages.invalidToken, Code.Unauthenticated);
   if (claims.role !== adminRole) {

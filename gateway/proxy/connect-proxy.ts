@@ -39,7 +39,7 @@ export function createConnectProxy(options: ConnectProxyOptions) {
 
   async function route(method: ProxiedMethod, context: HandlerContext) {
     try {
-      const caller = await options.router.authenticate(
+      const caller = options.router.authenticate(
         context.requestHeader.get("session-id") ?? undefined,
         context.requestHeader.get("authorization") ?? undefined,
       );

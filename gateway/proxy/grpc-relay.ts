@@ -122,12 +122,8 @@ class RelayCall {
       this.deadlineTimer = setTimeout(() => this.fail(Code.DeadlineExceeded, "deadline exceeded"), ms);
     }
     try {
-      const caller = this.o.router.authenticate(
-        single(this.headers["session-id"]),
-        single(this.headers.authorization),
-      );
-      if (caller instanceof Promise) caller.then((c) => this.routeAndSend(c), (e) => this.failWith(e));
-      else this.routeAndSend(caller);
+      const caller = this.o.router.authenticate(single(this.headers["session-id"]), single(this.headers.authorization));
+      this.routeAndSend(caller);
     } catch (error) {
       this.failWith(error);
     }

@@ -69,14 +69,8 @@ export class SessionRouter {
   }
 
   /** Checks `session-id` then the token; returns the caller or throws UNAUTHENTICATED. */
-  authenticate(sessionIdHeader: string | undefined, authorization: string | undefined): Caller | Promise<Caller> {
+  authenticate(sessionIdHeader: string | undefined, authorization: string | undefined): Caller {
     const result = authenticateCall(sessionIdHeader, authorization, this.options.verifyToken);
-    if (result instanceof Promise) {
-      return result.then((r) => {
-        if (!r.ok) throw authErrors[r.failure];
-        return { sessionId: r.sessionId, claims: r.claims };
-      });
-    }
     if (!result.ok) throw authErrors[result.failure];
     return { sessionId: result.sessionId, claims: result.claims };
   }
