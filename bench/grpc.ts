@@ -1,16 +1,16 @@
-import { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, connect } from "node:http2";
+import { type ClientHttp2Session, type ClientHttp2Stream, connect, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { devJwtSecret, devUser } from "../common/dev-defaults.js";
 import { issueToken } from "../common/tokens.js";
+import { decodeGrpcMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
+import { rawUnary } from "../gateway/proxy/raw-unary.js";
 import {
   EchoRequestSchema,
-  EchoResponseSchema,
   type EchoResponse,
+  EchoResponseSchema,
   LoginRequestSchema,
   LoginResponseSchema,
 } from "../gen/my_service/my_service_pb.js";
-import { decodeGrpcMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
-import { rawUnary } from "../gateway/proxy/raw-unary.js";
 
 /** gRPC paths the benchmark calls. */
 export const paths = {

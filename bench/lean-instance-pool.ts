@@ -19,10 +19,10 @@ import { randomUUID } from "node:crypto";
 import * as http2 from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
-import { authFailureMessage, authenticateCall } from "../common/metadata-auth.js";
-import { type TokenVerifier, createTokenVerifier } from "../common/tokens.js";
+import { authenticateCall, authFailureMessage } from "../common/metadata-auth.js";
+import { createTokenVerifier, type TokenVerifier } from "../common/tokens.js";
 import { encodeGrpcMessage, firstMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
-import { HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import { EchoRequestSchema, EchoResponseSchema, ShutdownResponseSchema } from "../gen/my_service/my_service_pb.js";
 import { GetStatusResponseSchema } from "../gen/myservice/instance/v1/instance_pb.js";
 import { serverValue } from "../myservice/my-service.js";
@@ -76,7 +76,12 @@ class LeanInstance {
       if (stream.destroyed) return;
       if (reply.status !== 0) {
         stream.respond(
-          { ":status": 200, "content-type": "application/grpc", "grpc-status": String(reply.status), "grpc-message": encodeGrpcMessage(reply.error) },
+          {
+            ":status": 200,
+            "content-type": "application/grpc",
+            "grpc-status": String(reply.status),
+            "grpc-message": encodeGrpcMessage(reply.error),
+          },
           { endStream: true },
         );
         return;
@@ -88,11 +93,7 @@ class LeanInstance {
   }
 
   private authenticate(headers: http2.IncomingHttpHeaders): string | Reply {
-    const result = authenticateCall(
-      headers["session-id"] as string | undefined,
-      headers.authorization as string | undefined,
-      this.verify,
-    );
+    const result = authenticateCall(headers["session-id"] as string | undefined, headers.authorization as string | undefined, this.verify);
     return result.ok ? result.sessionId : fail(Code.Unauthenticated, authFailureMessage[result.failure]);
   }
 

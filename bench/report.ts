@@ -37,7 +37,12 @@ export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[
   for (const s of [1, 16, 128]) {
     add(`gateway p50 ≤ 1.25× nginx at ${s} stream(s)`, metric(results, "proxy", `ratio@${s}.p50`), (v) => v <= 1.25, fmtRatio);
   }
-  add("allocation adds ≤ 1 ms at p50 over a leased call", metric(results, "allocation", "allocationAddsP50Ms"), (v) => v <= 1, (v) => `${fmt(v, 3)} ms`);
+  add(
+    "allocation adds ≤ 1 ms at p50 over a leased call",
+    metric(results, "allocation", "allocationAddsP50Ms"),
+    (v) => v <= 1,
+    (v) => `${fmt(v, 3)} ms`,
+  );
   add("acquire p99 at 10,000 instances ≤ 1.5× at 3", metric(results, "lease-store", "acquireP99Ratio10kTo3"), (v) => v <= 1.5, fmtRatio);
   add(
     "sessions allocated/s through the gateway (≥ 100 free, durable) ≥ 1,200",
@@ -45,10 +50,18 @@ export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[
     (v) => v >= 1200,
     (v) => `${fmt(v)}/s`,
   );
-  add("lease store alone ≥ 1,500 durable acquire+release cycles/s", metric(results, "lease-store", "minCyclesPerSec"), (v) => v >= 1500, (v) => `${fmt(v)}/s`);
+  add(
+    "lease store alone ≥ 1,500 durable acquire+release cycles/s",
+    metric(results, "lease-store", "minCyclesPerSec"),
+    (v) => v >= 1500,
+    (v) => `${fmt(v)}/s`,
+  );
   const streams = metric(results, "streams", "streams");
-  add("1,000 open streams through the gateway < 200 MB RSS", metric(results, "streams", "gatewayRssOpenBytes"), (v) => v < 200 * 1048576, (v) =>
-    streams === 1000 ? fmtMB(v) : `${fmtMB(v)} (${streams} streams)`,
+  add(
+    "1,000 open streams through the gateway < 200 MB RSS",
+    metric(results, "streams", "gatewayRssOpenBytes"),
+    (v) => v < 200 * 1048576,
+    (v) => (streams === 1000 ? fmtMB(v) : `${fmtMB(v)} (${streams} streams)`),
   );
   return checks;
 }
@@ -77,7 +90,11 @@ function mark(met: boolean | undefined): string {
 export function renderText(meta: RunMeta, results: readonly ProfileResult[], targets: readonly TargetCheck[]): string {
   let out = `\n=== bench: ${metaLine(meta)}\n`;
   for (const r of results) for (const t of r.tables) out += textTable(t);
-  out += textTable({ title: "Targets (issue 6)", columns: ["target", "this run", "status"], rows: targets.map((t) => [t.target, t.figure, mark(t.met)]) });
+  out += textTable({
+    title: "Targets (issue 6)",
+    columns: ["target", "this run", "status"],
+    rows: targets.map((t) => [t.target, t.figure, mark(t.met)]),
+  });
   return out;
 }
 
@@ -102,7 +119,15 @@ export function renderMarkdown(meta: RunMeta, results: readonly ProfileResult[],
     for (const n of r.notes) parts.push(`- ${n}`);
     parts.push("");
   }
-  parts.push("## Targets", "", mdTable({ title: "Targets (issue 6)", columns: ["target", "this run", "status"], rows: targets.map((t) => [t.target, t.figure, mark(t.met)]) }));
+  parts.push(
+    "## Targets",
+    "",
+    mdTable({
+      title: "Targets (issue 6)",
+      columns: ["target", "this run", "status"],
+      rows: targets.map((t) => [t.target, t.figure, mark(t.met)]),
+    }),
+  );
   return parts.join("\n");
 }
 
@@ -139,7 +164,9 @@ export function renderSvg(results: readonly ProfileResult[]): string {
         const bh = (v / max) * h;
         const x = gx + ti * 32;
         out.push(`<rect x="${x}" y="${(y0 + h - bh).toFixed(1)}" width="28" height="${bh.toFixed(1)}" fill="${colors[t]}"/>`);
-        out.push(`<text x="${x + 14}" y="${(y0 + h - bh - 3).toFixed(1)}" text-anchor="middle" font-size="9">${fmt(v, panel.digits)}</text>`);
+        out.push(
+          `<text x="${x + 14}" y="${(y0 + h - bh - 3).toFixed(1)}" text-anchor="middle" font-size="9">${fmt(v, panel.digits)}</text>`,
+        );
       });
       out.push(`<text x="${gx + 46}" y="${y0 + h + 15}" text-anchor="middle">${l} stream${l === 1 ? "" : "s"}</text>`);
     });

@@ -8,13 +8,13 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { haveH2load } from "./h2load.js";
 import { haveNginx, nginxVersion } from "./nginx.js";
+import { buildProduct, repoRoot, stopAll } from "./proc.js";
 import { allocationProfile } from "./profiles/allocation.js";
 import { footprintProfile } from "./profiles/footprint.js";
 import { leaseStoreProfile } from "./profiles/lease-store.js";
 import { loginProfile } from "./profiles/login.js";
 import { proxyProfile } from "./profiles/proxy.js";
 import { streamsProfile } from "./profiles/streams.js";
-import { buildProduct, repoRoot, stopAll } from "./proc.js";
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from "./report.js";
 import { gatewayNodeArgs } from "./stack.js";
 import type { BenchContext, ProfileResult } from "./types.js";
@@ -78,7 +78,9 @@ async function main(): Promise<number> {
     tmpDir,
     progress: (m) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${m}\n`),
   };
-  ctx.progress(`bench ${args.quick ? "(quick) " : ""}rounds=${args.rounds} profiles=${args.only.join(",")} on ${cpus().length} cores, node ${process.version}${nginx ? `, ${nginxVersion()}` : ""}`);
+  ctx.progress(
+    `bench ${args.quick ? "(quick) " : ""}rounds=${args.rounds} profiles=${args.only.join(",")} on ${cpus().length} cores, node ${process.version}${nginx ? `, ${nginxVersion()}` : ""}`,
+  );
   const results: ProfileResult[] = [];
   const failures: string[] = [];
   try {

@@ -64,11 +64,7 @@ export interface BenchGateway {
 }
 
 /** Starts a gateway in front of `addresses`; resolves once it listens (it reconciles first). */
-export async function startGateway(
-  addresses: readonly string[],
-  env: Record<string, string> = {},
-  dbDir?: string,
-): Promise<BenchGateway> {
+export async function startGateway(addresses: readonly string[], env: Record<string, string> = {}, dbDir?: string): Promise<BenchGateway> {
   const dir = dbDir ?? (await mkdtemp(join(tmpdir(), "bench-gw-")));
   const [port] = await pickFreePorts(1);
   const dbPath = join(dir, "leases.db");

@@ -30,7 +30,32 @@ describe("parseDuration()", () => {
   });
 
   it("refuses empty, negative, zero, unitless-unit and unknown-unit values", () => {
-    for (const text of ["", "   ", "-1s", "-5", "5x", "s", "ms", "0s", "0", "0ms", "0h0m", "1 h", "1h 30m", "h1", "1.s", ".5s", "1e3", "5M", "5S", "1h-30m", "Infinity", "NaN", "1hh", "5m!"]) {
+    for (const text of [
+      "",
+      "   ",
+      "-1s",
+      "-5",
+      "5x",
+      "s",
+      "ms",
+      "0s",
+      "0",
+      "0ms",
+      "0h0m",
+      "1 h",
+      "1h 30m",
+      "h1",
+      "1.s",
+      ".5s",
+      "1e3",
+      "5M",
+      "5S",
+      "1h-30m",
+      "Infinity",
+      "NaN",
+      "1hh",
+      "5m!",
+    ]) {
       assert.equal(parseDuration(text), undefined, JSON.stringify(text));
     }
   });

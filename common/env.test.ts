@@ -28,10 +28,7 @@ describe("EnvReader", () => {
   });
 
   it("reads valid values, trimmed", () => {
-    const r = new EnvReader(
-      { S: " text ", I: "42", NEG: "-3", P: "8080", D: "5m", B1: "yes", B0: "OFF", O: "b", REQ: "here" },
-      "test",
-    );
+    const r = new EnvReader({ S: " text ", I: "42", NEG: "-3", P: "8080", D: "5m", B1: "yes", B0: "OFF", O: "b", REQ: "here" }, "test");
     assert.equal(r.string("S", "x"), "text");
     assert.equal(r.integer("I", 0, 0, 100), 42);
     assert.equal(r.integer("NEG", 0, -10, 10), -3);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { authFailureMessage, authenticateCall } from "./metadata-auth.js";
+import { authenticateCall, authFailureMessage } from "./metadata-auth.js";
 import { createTokenVerifier, issueToken } from "./tokens.js";
 
 const secret = "unit-test-secret-unit-test-secret-0123456789";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { describe, it } from "node:test";
 import { createHmac } from "node:crypto";
-import { SignJWT, jwtVerify } from "jose";
-import { type TokenClaims, createTokenVerifier, issueToken, minSecretBytes, tokenFromAuthorization } from "./tokens.js";
+import { describe, it } from "node:test";
+import { jwtVerify, SignJWT } from "jose";
+import { createTokenVerifier, issueToken, minSecretBytes, type TokenClaims, tokenFromAuthorization } from "./tokens.js";
 
 const secret = "unit-test-secret-unit-test-secret-0123456789";
 const claims = { sub: "alice", role: "admin", session_id: "session-1" };
@@ -200,7 +200,8 @@ describe("createTokenVerifier()", () => {
     // The signature is 32 bytes: its 43rd character carries 4 bits and 2 spare ones.
     const last = vs.at(-1) as string;
     const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    const spareBitsSet = alphabet[alphabet.indexOf(last) | 1] === last ? alphabet[alphabet.indexOf(last) & ~1] : alphabet[alphabet.indexOf(last) | 1];
+    const spareBitsSet =
+      alphabet[alphabet.indexOf(last) | 1] === last ? alphabet[alphabet.indexOf(last) & ~1] : alphabet[alphabet.indexOf(last) | 1];
     const corpus: Record<string, string> = {
       valid,
       "issued by issueToken": (await issueToken(secret, claims, hour, t0)).token,
@@ -241,7 +242,11 @@ describe("createTokenVerifier()", () => {
         () => false,
       );
       const ours = verify(token) !== undefined;
-      assert.equal(ours, jose && !strictlyRejected.has(name), `${name}: ours ${ours ? "accepts" : "rejects"}, jwtVerify ${jose ? "accepts" : "rejects"}`);
+      assert.equal(
+        ours,
+        jose && !strictlyRejected.has(name),
+        `${name}: ours ${ours ? "accepts" : "rejects"}, jwtVerify ${jose ? "accepts" : "rejects"}`,
+      );
     }
     const accepted = Object.keys(corpus).filter((name) => verify(corpus[name] as string) !== undefined);
     assert.deepEqual(accepted, ["valid", "issued by issueToken", "no typ header", "extra claims", "nbf passed", "expires next second"]);

@@ -1,5 +1,5 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { SignJWT, decodeJwt, decodeProtectedHeader } from "jose";
+import { decodeJwt, decodeProtectedHeader, SignJWT } from "jose";
 
 /** Claims every token of this platform carries (SPEC 4.1). */
 export interface TokenClaims {
@@ -96,7 +96,9 @@ export function createTokenVerifier(options: TokenVerifierOptions): CachingToken
   function verifySignedToken(token: string): TokenClaims | undefined {
     const signatureAt = token.lastIndexOf(".") + 1;
     const signature = token.slice(signatureAt);
-    const mac = createHmac("sha256", key).update(token.slice(0, signatureAt - 1)).digest();
+    const mac = createHmac("sha256", key)
+      .update(token.slice(0, signatureAt - 1))
+      .digest();
     const given = Buffer.from(signature, "base64url");
     // Only the canonical encoding: base64url decoding ignores stray trailing bits.
     if (given.length !== mac.length || !timingSafeEqual(given, mac) || given.toString("base64url") !== signature) {

@@ -154,7 +154,15 @@ describe("gateway loadConfig()", () => {
       LOG_FORMAT: "yaml",
     });
     assert.equal(problems.length, 7, problems.join("\n"));
-    for (const name of ["JWT_SECRET", "USERS_FILE", "MYSERVICE_", "TOKEN_EXPIRATION", "LEASE_IDLE_TTL", "SERVICE_PORT_GRPC", "LOG_FORMAT"]) {
+    for (const name of [
+      "JWT_SECRET",
+      "USERS_FILE",
+      "MYSERVICE_",
+      "TOKEN_EXPIRATION",
+      "LEASE_IDLE_TTL",
+      "SERVICE_PORT_GRPC",
+      "LOG_FORMAT",
+    ]) {
       assert.ok(
         problems.some((p) => p.includes(name)),
         `${name} missing from:\n${problems.join("\n")}`,

@@ -1,5 +1,5 @@
-import { EnvReader } from "../common/env.js";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { EnvReader } from "../common/env.js";
 import { minSecretBytes } from "../common/tokens.js";
 
 /** Settings of the gateway, resolved once from the environment by `loadConfig`. */

@@ -35,8 +35,7 @@ export class GatewayError extends Error {
   readonly retryAfterMs: number | undefined;
 }
 
-export const busyError = (retryAfterMs?: number) =>
-  new GatewayError(Code.ResourceExhausted, messages.busy, { retryAfterMs });
+export const busyError = (retryAfterMs?: number) => new GatewayError(Code.ResourceExhausted, messages.busy, { retryAfterMs });
 export const unavailableError = (cause?: unknown) => new GatewayError(Code.Unavailable, messages.unavailable, { cause });
 
 /** gRPC status (code + message) for any thrown value: the one mapping of the gateway. */

@@ -1,10 +1,10 @@
-import { loadConfigOrExit } from "../common/env.js";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { loadConfigOrExit } from "../common/env.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
 import { loadConfig } from "./config.js";
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
 import { createGateway } from "./server.js";
 
 const config = loadConfigOrExit(loadConfig);

@@ -4,7 +4,7 @@ import type { ScenarioOptions } from "./context.js";
 import { createTextReporter, formatSummary, toJson, toJunitXml } from "./report.js";
 import { runScenarios } from "./runner.js";
 import { allScenarios, findScenario } from "./scenarios/index.js";
-import { type StackControl, createComposeStackControl, createUpStackControl } from "./stack-control.js";
+import { createComposeStackControl, createUpStackControl, type StackControl } from "./stack-control.js";
 
 const names = allScenarios.map((s) => s.name);
 const command = parseCli(process.argv.slice(2), process.env, names);
@@ -42,9 +42,7 @@ async function run(settings: CliSettings): Promise<number> {
     callTimeoutMs: 10_000,
     stackControl: () => {
       control ??=
-        settings.composeFile !== undefined
-          ? createComposeStackControl(settings.composeFile)
-          : createUpStackControl(settings.controlUrl);
+        settings.composeFile !== undefined ? createComposeStackControl(settings.composeFile) : createUpStackControl(settings.controlUrl);
       return control;
     },
   };

@@ -1,5 +1,5 @@
 import { type Client, createClient, type Transport } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 
 /** A MyServiceAPI client speaking native gRPC over HTTP/2 cleartext. */

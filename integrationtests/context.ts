@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { type MyServiceClient, type OwnedTransport, createOwnedTransport, myServiceClient } from "./client.js";
+import { createOwnedTransport, type MyServiceClient, myServiceClient, type OwnedTransport } from "./client.js";
 import type { Reporter, StepResult } from "./results.js";
 import type { StackControl } from "./stack-control.js";
 
@@ -307,4 +307,3 @@ function summarize(value: unknown): string {
     return String(value);
   }
 }
-

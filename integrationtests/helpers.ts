@@ -3,7 +3,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { decodeJwt, decodeProtectedHeader } from "jose";
 import type { EchoResponse, LoginResponse, ShutdownResponse } from "../gen/my_service/my_service_pb.js";
 import type { MyServiceClient } from "./client.js";
-import { CheckFailure, type LeaseHolder, type ScenarioContext, describeError, sleep } from "./context.js";
+import { CheckFailure, describeError, type LeaseHolder, type ScenarioContext, sleep } from "./context.js";
 
 /** `server_value` every instance returns (SPEC 4.9). */
 export const serverValue = "my_service";
@@ -72,10 +72,7 @@ export async function login(ctx: ScenarioContext, label: string): Promise<TestSe
 }
 
 /** Checks a LoginResponse; returns `exp`. Throws a `CheckFailure` naming the first wrong field. */
-export function checkLoginReply(
-  reply: LoginResponse,
-  expected: { username: string; sessionId: string; role: string },
-): number {
+export function checkLoginReply(reply: LoginResponse, expected: { username: string; sessionId: string; role: string }): number {
   if (reply.token === "") throw new CheckFailure("empty token", "a JWT", '""');
   let header: ReturnType<typeof decodeProtectedHeader>;
   let claims: ReturnType<typeof decodeJwt>;
@@ -185,10 +182,7 @@ export function describeTransfer(headers: Headers): string | undefined {
 }
 
 /** Checks every field of an EchoResponse. */
-export function checkEchoReply(
-  reply: EchoResponse,
-  expected: { value: string; sessionId: string; index: number; method: string },
-): void {
+export function checkEchoReply(reply: EchoResponse, expected: { value: string; sessionId: string; index: number; method: string }): void {
   expectEqual("client_value", reply.clientValue, expected.value);
   expectEqual("server_value", reply.serverValue, serverValue);
   if (reply.podName === "") throw new CheckFailure("pod_name is empty", "a pod name", '""');
@@ -211,10 +205,7 @@ export async function shutdown(
   return ctx.step(
     options.title ?? `Shutdown (${session.label})`,
     async () => {
-      const reply = await session.client.myServiceShutdown(
-        {},
-        { headers: sessionHeaders(session), timeoutMs: ctx.options.callTimeoutMs },
-      );
+      const reply = await session.client.myServiceShutdown({}, { headers: sessionHeaders(session), timeoutMs: ctx.options.callTimeoutMs });
       ctx.released(session);
       ctx.recycled += 1;
       checkShutdownReply(reply, { sessionId: session.id, pod: expectPod });
@@ -323,8 +314,7 @@ export async function retryWhileNoCapacity<T>(
     try {
       return { value: await call(), attempts, ms: Date.now() - started };
     } catch (error) {
-      const retryable =
-        error instanceof ConnectError && (error.code === Code.ResourceExhausted || error.code === Code.Unavailable);
+      const retryable = error instanceof ConnectError && (error.code === Code.ResourceExhausted || error.code === Code.Unavailable);
       if (!retryable || Date.now() - started >= ctx.options.capacityWaitMs) {
         if (retryable) {
           throw new CheckFailure(
@@ -365,7 +355,6 @@ function formatSeconds(s: number): string {
   if (s >= 60) return `${Math.round(s / 6) / 10}m`.replace(".0m", "m");
   return `${s}s`;
 }
-
 
 /**
  * Opens `MyServiceSubscribe` for `session` and checks its first message (index 0, at once).
@@ -450,10 +439,7 @@ export async function callWithHeaders(
     case "MyServiceSubscribe": {
       const abort = new AbortController();
       try {
-        for await (const message of client.myServiceSubscribe(
-          { value: "it-auth-check" },
-          { headers, timeoutMs, signal: abort.signal },
-        )) {
+        for await (const message of client.myServiceSubscribe({ value: "it-auth-check" }, { headers, timeoutMs, signal: abort.signal })) {
           const lease = holder(message.podName);
           if (lease) ctx.leased(lease);
           return message;

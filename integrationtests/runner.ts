@@ -1,6 +1,6 @@
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { InstanceService } from "../gen/myservice/instance/v1/instance_pb.js";
-import { type ScenarioOptions, ScenarioContext, StepFailed, describeError, formatStatus, sleep } from "./context.js";
+import { describeError, formatStatus, ScenarioContext, type ScenarioOptions, StepFailed, sleep } from "./context.js";
 import { formatMs, messages, sessionHeaders } from "./helpers.js";
 import type { Reporter, RunResult, ScenarioResult } from "./results.js";
 import type { Scenario } from "./scenario.js";
@@ -77,7 +77,11 @@ export async function runScenario(
   }
   if (run.settle && ctx.recycled > 0 && cleanupStatus !== "kept") {
     try {
-      await ctx.step("Wait until recycled instances are free again", () => waitForFreeInstances(ctx, run.settleMs ?? 1500), (d) => d);
+      await ctx.step(
+        "Wait until recycled instances are free again",
+        () => waitForFreeInstances(ctx, run.settleMs ?? 1500),
+        (d) => d,
+      );
       if (cleanupStatus === "none") cleanupStatus = "passed";
     } catch {
       cleanupStatus = "failed";
@@ -137,8 +141,7 @@ async function shutDownLeases(ctx: ScenarioContext): Promise<boolean> {
                 ctx.released(lease);
                 return `→ no lease left (${formatStatus(error.code, error.rawMessage)})`;
               }
-              const transient =
-                error instanceof ConnectError && (error.code === Code.Unavailable || error.code === Code.ResourceExhausted);
+              const transient = error instanceof ConnectError && (error.code === Code.Unavailable || error.code === Code.ResourceExhausted);
               if (!transient || Date.now() - started > ctx.options.capacityWaitMs) throw error;
               await sleep(250);
             }

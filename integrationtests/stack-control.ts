@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { ControlApiError, type ProcessInfo, allInstancesName, createControlClient } from "../scripts/up-control-client.js";
+import { allInstancesName, ControlApiError, createControlClient, type ProcessInfo } from "../scripts/up-control-client.js";
 
 /** One MyService instance as the stack controller sees it. */
 export interface InstanceInfo {
@@ -109,10 +109,7 @@ const runDocker: DockerRunner = async (args) => {
  * `docker kill --signal KILL` followed by `docker start` of the same container, standing in for
  * the restart policy (which Docker does not apply after `docker kill`).
  */
-export function createComposeStackControl(
-  composeFile: string,
-  options: { service?: string; docker?: DockerRunner } = {},
-): StackControl {
+export function createComposeStackControl(composeFile: string, options: { service?: string; docker?: DockerRunner } = {}): StackControl {
   const service = options.service ?? "myservice";
   const docker = options.docker ?? runDocker;
   const compose = (...args: string[]) => docker(["compose", "-f", composeFile, ...args]);
@@ -164,11 +161,7 @@ export function createComposeStackControl(
 }
 
 /** Polls until every instance the controller lists is `running` (at least `count` of them). */
-export async function waitForInstancesRunning(
-  control: StackControl,
-  count: number,
-  timeoutMs: number,
-): Promise<readonly InstanceInfo[]> {
+export async function waitForInstancesRunning(control: StackControl, count: number, timeoutMs: number): Promise<readonly InstanceInfo[]> {
   const deadline = Date.now() + timeoutMs;
   let last: readonly InstanceInfo[] = [];
   for (;;) {

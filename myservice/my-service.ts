@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
-import { authFailureMessage, authenticateCall } from "../common/metadata-auth.js";
+import { authenticateCall, authFailureMessage } from "../common/metadata-auth.js";
 import type { TokenVerifier } from "../common/tokens.js";
-import { HealthCheckResponseSchema, HealthCheckResponse_ServingStatus, Health } from "../gen/grpc/health/v1/health_pb.js";
+import { Health, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import {
   type EchoRequest,
-  EchoResponseSchema,
   type EchoResponse,
+  EchoResponseSchema,
   MyServiceAPI,
   ShutdownResponseSchema,
 } from "../gen/my_service/my_service_pb.js";
@@ -103,10 +103,7 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
         const sessionId = authenticate(context);
         if (state.sessionId === undefined) throw new ConnectError("Server session is not set", Code.PermissionDenied);
         if (state.sessionId !== sessionId) {
-          throw new ConnectError(
-            `Client session mismatch: client=${sessionId}, server=${state.sessionId}`,
-            Code.PermissionDenied,
-          );
+          throw new ConnectError(`Client session mismatch: client=${sessionId}, server=${state.sessionId}`, Code.PermissionDenied);
         }
         if (!state.shuttingDown) {
           state.shuttingDown = true;

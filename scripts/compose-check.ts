@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { dirname, posix } from "node:path";
-import { envDifferences, gatewayEnv, myserviceEnv, stackDefaults, type StackSettings } from "./stack-env.js";
+import { envDifferences, gatewayEnv, myserviceEnv, type StackSettings, stackDefaults } from "./stack-env.js";
 
 type Doc = Record<string, unknown>;
 
@@ -45,9 +45,7 @@ function publishes(service: Doc, port: number): boolean {
 }
 
 function checkEnvInStep(kind: "gateway" | "myservice", env: Map<string, string>, problems: string[]): void {
-  const launcher = Object.keys(
-    kind === "gateway" ? gatewayEnv(sampleSettings, 1, ["a:1"]) : myserviceEnv(sampleSettings, "p", 1),
-  );
+  const launcher = Object.keys(kind === "gateway" ? gatewayEnv(sampleSettings, 1, ["a:1"]) : myserviceEnv(sampleSettings, "p", 1));
   const { launcherOnly, composeOnly } = envDifferences[kind];
   const expected = new Set([...launcher.filter((k) => !(launcherOnly as readonly string[]).includes(k)), ...composeOnly]);
   for (const key of expected) {
@@ -65,7 +63,9 @@ function checkEnvInStep(kind: "gateway" | "myservice", env: Map<string, string>,
     if (name !== key) problems.push(`${kind}: ${key} takes its value from \${${name}}, not from \${${key}}`);
     const launcherDefault = (stackDefaults as Record<string, string>)[key];
     if (launcherDefault !== undefined && fallback !== launcherDefault) {
-      problems.push(`${kind}: ${key} defaults to ${JSON.stringify(fallback)} in compose but ${JSON.stringify(launcherDefault)} in npm run up`);
+      problems.push(
+        `${kind}: ${key} defaults to ${JSON.stringify(fallback)} in compose but ${JSON.stringify(launcherDefault)} in npm run up`,
+      );
     }
   }
   if (!/^\$\{JWT_SECRET:?-.+\}$/.test(env.get("JWT_SECRET") ?? "")) {
@@ -84,7 +84,9 @@ function checkGateway(gateway: Doc, doc: Doc, myserviceEnvMap: Map<string, strin
   const dbDir = dirname(env.get("LEASE_DB_PATH") ?? "");
   const declared = isObject(doc.volumes) ? Object.keys(doc.volumes) : [];
   const mounts = (Array.isArray(gateway.volumes) ? gateway.volumes : []).map((v) =>
-    isObject(v) ? { source: String(v.source), target: String(v.target) } : { source: String(v).split(":")[0] ?? "", target: String(v).split(":")[1] ?? "" },
+    isObject(v)
+      ? { source: String(v.source), target: String(v.target) }
+      : { source: String(v).split(":")[0] ?? "", target: String(v).split(":")[1] ?? "" },
   );
   const dbMount = mounts.find((m) => posix.normalize(m.target) === dbDir);
   if (dbMount === undefined || !declared.includes(dbMount.source)) {
@@ -137,4 +139,3 @@ export function loadYaml(file: string): unknown {
   }
   throw new Error("no YAML parser: install Debian's python3-yaml (apt-get install -y docker-compose brings it)");
 }
-

@@ -20,7 +20,10 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
 export function createControlServer(supervisor: Supervisor, state: () => UpState): Server {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? "/", "http://localhost");
-    const parts = url.pathname.split("/").filter((p) => p !== "").map(decodeURIComponent);
+    const parts = url.pathname
+      .split("/")
+      .filter((p) => p !== "")
+      .map(decodeURIComponent);
     if (parts.length === 1 && (parts[0] === "processes" || parts[0] === "state")) {
       if (req.method !== "GET") return reply(res, 405, { error: "use GET" });
       return reply(res, 200, parts[0] === "state" ? state() : supervisor.list());

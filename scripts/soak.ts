@@ -5,9 +5,9 @@
 //   npm run soak                       # 60 s
 //   npm run soak -- --duration 10m --instances 5 --clients 16
 import { readFileSync } from "node:fs";
-import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { parseDuration } from "../common/duration.js";
 import { gatewayClient } from "../test/e2e-client.js";
@@ -94,7 +94,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     if (error === undefined) key = `${op} OK`;
     else if (error instanceof ConnectError) {
       key = `${op} ${Code[error.code]}`;
-      if (error.code === Code.Internal || /Session conflict/.test(error.rawMessage)) violations.push(`${op}: ${Code[error.code]} ${error.rawMessage}`);
+      if (error.code === Code.Internal || /Session conflict/.test(error.rawMessage))
+        violations.push(`${op}: ${Code[error.code]} ${error.rawMessage}`);
     } else {
       key = `${op} transport`;
       violations.push(`${op}: ${String(error)}`);
@@ -118,7 +119,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
           const id = `soak-${w}-${++counter}`;
           let headers: Record<string, string>;
           try {
-            const reply = await c.api.login({ username: w % 2 ? "OtherUser" : "TestUser", password: w % 2 ? "OtherPassword" : "TestPassword", sessionId: id });
+            const reply = await c.api.login({
+              username: w % 2 ? "OtherUser" : "TestUser",
+              password: w % 2 ? "OtherPassword" : "TestPassword",
+              sessionId: id,
+            });
             note("login", undefined);
             headers = { authorization: reply.token, "session-id": id };
           } catch (error) {
@@ -178,7 +183,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const seconds = (performance.now() - started) / 1000;
     const restarts = ((await stack.processes()).find((p) => p.kind === "gateway")?.restarts ?? 0) - restartsBefore;
     if (restarts > 0) {
-      const crash = stack.output().split("\n").filter((l) => /^gateway .*(Error|error|fatal|"level":[56]0)/.test(l)).slice(-5);
+      const crash = stack
+        .output()
+        .split("\n")
+        .filter((l) => /^gateway .*(Error|error|fatal|"level":[56]0)/.test(l))
+        .slice(-5);
       violations.push(`gateway restarted ${restarts} times; its last errors:\n${crash.join("\n")}`);
     }
     const secondHalf = samples.slice(Math.floor(samples.length / 2));

@@ -2,14 +2,14 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { builtPath } from "./build-output.js";
 import { createControlServer } from "./control-server.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
 import { pickFreePorts, portProblem } from "./net-util.js";
 import { watchParentPipe } from "./parent-watch.js";
-import { gatewayEnv, myserviceEnv, stackDefaults, type StackSettings } from "./stack-env.js";
+import { gatewayEnv, myserviceEnv, type StackSettings, stackDefaults } from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
 import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
-import { builtPath } from "./build-output.js";
 import { repoRoot } from "./up-control-client.js";
 import type { UpState } from "./up-protocol.js";
 
@@ -28,9 +28,11 @@ function loadOptions(): UpOptions {
 
 /** Replaces every port 0 by a free loopback port, once, so a restarted process keeps its port. */
 async function resolvePorts(options: UpOptions) {
-  const wanted = [options.gatewayPort, options.controlPort, ...Array.from({ length: options.instances }, (_, i) =>
-    options.instanceBasePort === 0 ? 0 : options.instanceBasePort + i,
-  )];
+  const wanted = [
+    options.gatewayPort,
+    options.controlPort,
+    ...Array.from({ length: options.instances }, (_, i) => (options.instanceBasePort === 0 ? 0 : options.instanceBasePort + i)),
+  ];
   const free = await pickFreePorts(wanted.filter((p) => p === 0).length);
   const ports = wanted.map((p) => (p === 0 ? (free.shift() as number) : p));
   const [gatewayPort = 0, controlPort = 0, ...instancePorts] = ports;
@@ -152,7 +154,10 @@ async function main(): Promise<void> {
   for (const spec of specs) {
     for (const stream of ["stdout", "stderr"] as const) {
       const out = stream === "stdout" ? process.stdout : process.stderr;
-      prefixers.set(`${spec.name}/${stream}`, createLinePrefixer(prefixFor(spec.name, width), (t) => out.write(t)));
+      prefixers.set(
+        `${spec.name}/${stream}`,
+        createLinePrefixer(prefixFor(spec.name, width), (t) => out.write(t)),
+      );
     }
   }
 

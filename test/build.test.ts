@@ -92,7 +92,10 @@ describe("production build (dist/) and the container images", () => {
         await sleep(100);
       }
       // compose.yaml: test: ["CMD", "node", "dist/scripts/grpc-health-check.js", "127.0.0.1:<port>"]
-      const check = spawnSync(process.execPath, ["dist/scripts/grpc-health-check.js", `127.0.0.1:${port}`], { cwd: repoRoot, encoding: "utf8" });
+      const check = spawnSync(process.execPath, ["dist/scripts/grpc-health-check.js", `127.0.0.1:${port}`], {
+        cwd: repoRoot,
+        encoding: "utf8",
+      });
       assert.equal(check.status, 0, `health check of 127.0.0.1:${port}: ${check.stdout}${check.stderr}`);
       assert.match(check.stdout, /SERVING/);
     }

@@ -34,8 +34,14 @@ describe("checkCompose()", () => {
     drifted.services.gateway.environment.NEW_KNOB = "1";
     delete drifted.services.myservice.environment.SUBSCRIBE_INTERVAL_MS;
     const problems = checkCompose(drifted);
-    assert.ok(problems.some((p) => p.includes("gateway: compose sets NEW_KNOB")), problems.join("\n"));
-    assert.ok(problems.some((p) => p.includes("myservice: compose does not set SUBSCRIBE_INTERVAL_MS")), problems.join("\n"));
+    assert.ok(
+      problems.some((p) => p.includes("gateway: compose sets NEW_KNOB")),
+      problems.join("\n"),
+    );
+    assert.ok(
+      problems.some((p) => p.includes("myservice: compose does not set SUBSCRIBE_INTERVAL_MS")),
+      problems.join("\n"),
+    );
   });
 
   it("fails when a default differs from the launcher's", { skip }, () => {

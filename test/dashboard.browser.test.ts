@@ -9,10 +9,10 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import { type BrowserContext, type Page, chromium } from "playwright-core";
-import { AdminService } from "../gen/mygateway/admin/v1/admin_pb.js";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { transferHeaders } from "../gateway/routing/session-router.js";
-import { type GatewayClient, echo, gatewayClient, login, retryWhile } from "./e2e-client.js";
+import { AdminService } from "../gen/mygateway/admin/v1/admin_pb.js";
+import { echo, type GatewayClient, gatewayClient, login, retryWhile } from "./e2e-client.js";
 import { type Stack, startStack } from "./stack.js";
 
 const chromiumPath = "/usr/bin/chromium";
@@ -29,103 +29,107 @@ async function until(predicate: () => Promise<boolean>, timeoutMs = 15_000): Pro
   }
 }
 
-describe("dashboard in a browser", { skip: existsSync(chromiumPath) || process.env.CI ? false : `needs ${chromiumPath} (apt-get install chromium)` }, () => {
-  let stack: Stack;
-  let client: GatewayClient;
-  let context: BrowserContext;
-  let page: Page;
-  let profile: string;
-  const pageErrors: string[] = [];
+describe(
+  "dashboard in a browser",
+  { skip: existsSync(chromiumPath) || process.env.CI ? false : `needs ${chromiumPath} (apt-get install chromium)` },
+  () => {
+    let stack: Stack;
+    let client: GatewayClient;
+    let context: BrowserContext;
+    let page: Page;
+    let profile: string;
+    const pageErrors: string[] = [];
 
-  before(async () => {
-    stack = await startStack({ env: { USERS_FILE: usersFile, HEALTH_CHECK_INTERVAL: "250ms", HEALTH_CHECK_TIMEOUT: "500ms" } });
-    client = gatewayClient(stack.gatewayUrl);
-    profile = await mkdtemp(join(tmpdir(), "dashboard-chromium-"));
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: chromiumPath,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      viewport: { width: 1280, height: 900 },
+    before(async () => {
+      stack = await startStack({ env: { USERS_FILE: usersFile, HEALTH_CHECK_INTERVAL: "250ms", HEALTH_CHECK_TIMEOUT: "500ms" } });
+      client = gatewayClient(stack.gatewayUrl);
+      profile = await mkdtemp(join(tmpdir(), "dashboard-chromium-"));
+      context = await chromium.launchPersistentContext(profile, {
+        executablePath: chromiumPath,
+        headless: true,
+        args: [
+          "--headless",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--disable-background-networking",
+          "--disable-quic",
+          "--no-first-run",
+          "--disable-component-update",
+          "--disable-sync",
+        ],
+        viewport: { width: 1280, height: 900 },
+      });
+      page = context.pages()[0] ?? (await context.newPage());
+      page.setDefaultTimeout(15_000);
+      page.on("pageerror", (error) => pageErrors.push(error.message));
+      page.on("console", (message) => {
+        if (message.type() === "error") pageErrors.push(message.text());
+      });
+      await mkdir(artifacts, { recursive: true });
     });
-    page = context.pages()[0] ?? (await context.newPage());
-    page.setDefaultTimeout(15_000);
-    page.on("pageerror", (error) => pageErrors.push(error.message));
-    page.on("console", (message) => {
-      if (message.type() === "error") pageErrors.push(message.text());
+    after(async () => {
+      await context?.close();
+      client?.close();
+      await stack?.stop();
+      if (profile) await rm(profile, { recursive: true, force: true });
     });
-    await mkdir(artifacts, { recursive: true });
-  });
-  after(async () => {
-    await context?.close();
-    client?.close();
-    await stack?.stop();
-    if (profile) await rm(profile, { recursive: true, force: true });
-  });
 
-  it("refuses a user without role admin", async () => {
-    await page.goto(`${stack.gatewayUrl}/`);
-    assert.match(page.url(), /\/dashboard$/);
-    await page.fill("#username", "OtherUser");
-    await page.fill("#password", "OtherPassword");
-    await page.click("#login-button");
-    await page.locator("#status", { hasText: "needs role admin" }).waitFor();
-    assert.equal(await page.isVisible("#app"), false);
-  });
+    it("refuses a user without role admin", async () => {
+      await page.goto(`${stack.gatewayUrl}/`);
+      assert.match(page.url(), /\/dashboard$/);
+      await page.fill("#username", "OtherUser");
+      await page.fill("#password", "OtherPassword");
+      await page.click("#login-button");
+      await page.locator("#status", { hasText: "needs role admin" }).waitFor();
+      assert.equal(await page.isVisible("#app"), false);
+    });
 
-  it("logs in and shows the three instances, free and healthy", async () => {
-    await page.fill("#username", "TestUser");
-    await page.fill("#password", "TestPassword");
-    await page.click("#login-button");
-    await until(async () => (await page.locator('#instances tbody tr[data-state="FREE"]').count()) === 3);
-    const pods = await page.$$eval("#instances tbody tr .pod", (cells) => cells.map((c) => c.textContent).sort());
-    assert.deepEqual(pods, ["myservice-1", "myservice-2", "myservice-3"]);
-    assert.equal(await page.textContent("#stat-instances"), "3 / 3");
-  });
+    it("logs in and shows the three instances, free and healthy", async () => {
+      await page.fill("#username", "TestUser");
+      await page.fill("#password", "TestPassword");
+      await page.click("#login-button");
+      await until(async () => (await page.locator('#instances tbody tr[data-state="FREE"]').count()) === 3);
+      const pods = await page.$$eval("#instances tbody tr .pod", (cells) => cells.map((c) => c.textContent).sort());
+      assert.deepEqual(pods, ["myservice-1", "myservice-2", "myservice-3"]);
+      assert.equal(await page.textContent("#stat-instances"), "3 / 3");
+    });
 
-  it("shows a session when a client leases an instance, and releases it from the page", async () => {
-    const s = await login(client, "browser");
-    const pod = (await retryWhile(capacity, () => echo(client, s))).podName;
-    const row = page.locator(`#sessions tbody tr[data-session="${s.id}"]`);
-    await row.waitFor();
-    assert.equal(await row.locator(".pod").textContent(), pod);
-    await page.locator(`#instances tbody tr[data-session="${s.id}"][data-state="LEASED"]`).waitFor();
-    await until(async () => Number(await page.textContent("#stat-allocated")) >= 1);
-    await page.screenshot({ path: join(artifacts, "dashboard.png"), fullPage: true });
+    it("shows a session when a client leases an instance, and releases it from the page", async () => {
+      const s = await login(client, "browser");
+      const pod = (await retryWhile(capacity, () => echo(client, s))).podName;
+      const row = page.locator(`#sessions tbody tr[data-session="${s.id}"]`);
+      await row.waitFor();
+      assert.equal(await row.locator(".pod").textContent(), pod);
+      await page.locator(`#instances tbody tr[data-session="${s.id}"][data-state="LEASED"]`).waitFor();
+      await until(async () => Number(await page.textContent("#stat-allocated")) >= 1);
+      await page.screenshot({ path: join(artifacts, "dashboard.png"), fullPage: true });
 
-    await row.locator(".release-button").click();
-    await row.waitFor({ state: "detached" });
-    assert.equal(await page.textContent("#stat-sessions"), "0");
-    // The client is told on its next call, and lands on another instance.
-    const next = await echo(client, s);
-    assert.notEqual(next.podName, pod);
-    assert.equal(next.responseHeaders.get(transferHeaders.reason), "admin");
-    await page.locator(`#sessions tbody tr[data-session="${s.id}"]`).waitFor();
-    await client.api.myServiceShutdown({}, { headers: s.headers });
-  });
+      await row.locator(".release-button").click();
+      await row.waitFor({ state: "detached" });
+      assert.equal(await page.textContent("#stat-sessions"), "0");
+      // The client is told on its next call, and lands on another instance.
+      const next = await echo(client, s);
+      assert.notEqual(next.podName, pod);
+      assert.equal(next.responseHeaders.get(transferHeaders.reason), "admin");
+      await page.locator(`#sessions tbody tr[data-session="${s.id}"]`).waitFor();
+      await client.api.myServiceShutdown({}, { headers: s.headers });
+    });
 
-  it("drains and undrains an instance from the page", async () => {
-    const admin = createClient(AdminService, createGrpcTransport({ baseUrl: stack.gatewayUrl }));
-    const headers = { authorization: (await login(client, "browser-admin")).token };
-    const row = page.locator("#instances tbody tr").first();
-    const address = (await row.getAttribute("data-address")) as string;
-    await row.locator(".drain-button").click();
-    await page.locator(`#instances tbody tr[data-address="${address}"] .drain`).waitFor();
-    const drained = (await admin.listInstances({}, { headers })).instances.find((i) => i.address === address);
-    assert.equal(drained?.draining, true);
-    await page.screenshot({ path: join(artifacts, "dashboard-drained.png"), fullPage: true });
-    await page.locator(`#instances tbody tr[data-address="${address}"] .drain-button`).click();
-    await page.locator(`#instances tbody tr[data-address="${address}"] .drain`).waitFor({ state: "detached" });
-    const undrained = (await admin.listInstances({}, { headers })).instances.find((i) => i.address === address);
-    assert.equal(undrained?.draining, false);
-    assert.deepEqual(pageErrors, [], "no script errors, failed requests or CSP violations on the page");
-  });
-});
+    it("drains and undrains an instance from the page", async () => {
+      const admin = createClient(AdminService, createGrpcTransport({ baseUrl: stack.gatewayUrl }));
+      const headers = { authorization: (await login(client, "browser-admin")).token };
+      const row = page.locator("#instances tbody tr").first();
+      const address = (await row.getAttribute("data-address")) as string;
+      await row.locator(".drain-button").click();
+      await page.locator(`#instances tbody tr[data-address="${address}"] .drain`).waitFor();
+      const drained = (await admin.listInstances({}, { headers })).instances.find((i) => i.address === address);
+      assert.equal(drained?.draining, true);
+      await page.screenshot({ path: join(artifacts, "dashboard-drained.png"), fullPage: true });
+      await page.locator(`#instances tbody tr[data-address="${address}"] .drain-button`).click();
+      await page.locator(`#instances tbody tr[data-address="${address}"] .drain`).waitFor({ state: "detached" });
+      const undrained = (await admin.listInstances({}, { headers })).instances.find((i) => i.address === address);
+      assert.equal(undrained?.draining, false);
+      assert.deepEqual(pageErrors, [], "no script errors, failed requests or CSP violations on the page");
+    });
+  },
+);

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { ConnectError, createClient, type Client } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
-import { type EchoResponse, MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { type Client, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { type EchoResponse, MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 
 /** A native gRPC client of the gateway on its own HTTP/2 connection. */
 export interface GatewayClient {
@@ -46,9 +46,7 @@ export async function echo(client: GatewayClient, session: Session, value = "v")
 }
 
 /** The gRPC error a call fails with; throws if it succeeds. */
-export async function errorOf(
-  call: Promise<unknown>,
-): Promise<{ code: number; message: string; metadata: Headers; error: ConnectError }> {
+export async function errorOf(call: Promise<unknown>): Promise<{ code: number; message: string; metadata: Headers; error: ConnectError }> {
   try {
     await call;
   } catch (error) {

@@ -15,7 +15,7 @@ import * as grpc from "@grpc/grpc-js";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { issueToken } from "../common/tokens.js";
 import { firstMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
-import { HealthCheckResponseSchema, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
+import { HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import { EchoRequestSchema, EchoResponseSchema } from "../gen/my_service/my_service_pb.js";
 import { GetStatusResponseSchema } from "../gen/myservice/instance/v1/instance_pb.js";
 import { pickFreePorts } from "../scripts/net-util.js";
@@ -65,7 +65,12 @@ export class FakeInstance {
     this.server.close();
   }
 
-  private unary(stream: http2.ServerHttp2Stream, message: Uint8Array, headers: http2.OutgoingHttpHeaders = {}, trailers: http2.OutgoingHttpHeaders = {}) {
+  private unary(
+    stream: http2.ServerHttp2Stream,
+    message: Uint8Array,
+    headers: http2.OutgoingHttpHeaders = {},
+    trailers: http2.OutgoingHttpHeaders = {},
+  ) {
     stream.respond({ ":status": 200, "content-type": "application/grpc", ...headers }, { waitForTrailers: true });
     stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0", ...trailers }));
     stream.end(frameMessage(message));
@@ -74,7 +79,15 @@ export class FakeInstance {
   private reply(value: string, session: string, index: number, method: string): Uint8Array {
     return toBinary(
       EchoResponseSchema,
-      create(EchoResponseSchema, { clientValue: value, serverValue: "my_service", podName: this.podName, serverSessionId: this.sessionId, clientSessionId: session, index, serverMethod: method }),
+      create(EchoResponseSchema, {
+        clientValue: value,
+        serverValue: "my_service",
+        podName: this.podName,
+        serverSessionId: this.sessionId,
+        clientSessionId: session,
+        index,
+        serverMethod: method,
+      }),
     );
   }
 
@@ -95,7 +108,11 @@ export class FakeInstance {
           stream,
           toBinary(
             GetStatusResponseSchema,
-            create(GetStatusResponseSchema, { podName: this.podName, bootId: `boot-${this.podName}`, sessionId: this.reportedSession ?? this.sessionId }),
+            create(GetStatusResponseSchema, {
+              podName: this.podName,
+              bootId: `boot-${this.podName}`,
+              sessionId: this.reportedSession ?? this.sessionId,
+            }),
           ),
         );
         return;
@@ -108,7 +125,10 @@ export class FakeInstance {
       case shutdownPath:
         // Recorded, refused: the fake does not exit (tests read the count).
         this.counts.shutdowns++;
-        stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "7", "grpc-message": "fake" }, { endStream: true });
+        stream.respond(
+          { ":status": 200, "content-type": "application/grpc", "grpc-status": "7", "grpc-message": "fake" },
+          { endStream: true },
+        );
         return;
       case echoPath: {
         const { session, value } = this.accept(headers, body);
@@ -168,7 +188,11 @@ export async function startGatewayFor(instances: readonly string[], env: Record<
     ...env,
   };
   delete childEnv.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gateway", "main.ts")], { cwd: repoRoot, env: childEnv, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gateway", "main.ts")], {
+    cwd: repoRoot,
+    env: childEnv,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   child.stdout?.on("data", (c: Buffer) => (output += c));
   child.stderr?.on("data", (c: Buffer) => (output += c));
@@ -181,7 +205,10 @@ export async function startGatewayFor(instances: readonly string[], env: Record<
   };
   const deadline = Date.now() + 20_000;
   for (;;) {
-    const ready = await fetch(`http://${address}/readyz`).then((r) => r.ok, () => false);
+    const ready = await fetch(`http://${address}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ready) break;
     if (Date.now() > deadline || child.exitCode !== null) {
       await stop();

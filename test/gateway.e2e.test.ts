@@ -3,13 +3,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, it } from "node:test";
-import { Code } from "@connectrpc/connect";
+import { Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
-import { createClient } from "@connectrpc/connect";
 import Database from "better-sqlite3";
-import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { transferHeaders } from "../gateway/routing/session-router.js";
-import { type GatewayClient, echo, errorOf, gatewayClient, login, retryHintOf, retryWhile, sleep } from "./e2e-client.js";
+import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { echo, errorOf, type GatewayClient, gatewayClient, login, retryHintOf, retryWhile, sleep } from "./e2e-client.js";
 import { type Stack, startStack } from "./stack.js";
 
 const usersFile = join(import.meta.dirname, "fixtures", "users.json");
@@ -76,7 +75,10 @@ describe("gateway with 3 instances", () => {
     );
     assert.deepEqual(pick(viaConnect), busy);
     retryHintOf(viaConnect);
-    assert.deepEqual(pick(await errorOf(client.api.myServiceSubscribe({ value: "x" }, { headers: fourth.headers })[Symbol.asyncIterator]().next())), busy);
+    assert.deepEqual(
+      pick(await errorOf(client.api.myServiceSubscribe({ value: "x" }, { headers: fourth.headers })[Symbol.asyncIterator]().next())),
+      busy,
+    );
     // The fourth session was never leased: its Shutdown is answered by the gateway.
     assert.deepEqual(pick(await errorOf(client.api.myServiceShutdown({}, { headers: fourth.headers }))), {
       code: Code.PermissionDenied,
@@ -132,7 +134,10 @@ describe("gateway with 3 instances", () => {
       if (got.length === 3) break;
     }
     controller.abort();
-    assert.deepEqual(got.map((g) => g.index), [0, 1, 2]);
+    assert.deepEqual(
+      got.map((g) => g.index),
+      [0, 1, 2],
+    );
     assert.ok(got.every((g) => g.pod === pod && g.method === "MyServiceSubscribe"));
     assert.equal((await echo(client, s)).podName, pod);
     await client.api.myServiceShutdown({}, { headers: s.headers });
@@ -145,12 +150,25 @@ describe("gateway with 3 instances", () => {
       [{}, { code: Code.Unauthenticated, message: "missing session-id" }],
       [{ authorization: "garbage" }, { code: Code.Unauthenticated, message: "missing session-id" }],
       [{ "session-id": s.id }, { code: Code.Unauthenticated, message: "missing or invalid token" }],
-      [{ "session-id": s.id, authorization: "garbage" }, { code: Code.Unauthenticated, message: "missing or invalid token" }],
-      [{ "session-id": s.id, authorization: other.token }, { code: Code.Unauthenticated, message: "missing or invalid token" }],
-      [{ "session-id": s.id, authorization: `Bearer ${other.token}` }, { code: Code.Unauthenticated, message: "missing or invalid token" }],
+      [
+        { "session-id": s.id, authorization: "garbage" },
+        { code: Code.Unauthenticated, message: "missing or invalid token" },
+      ],
+      [
+        { "session-id": s.id, authorization: other.token },
+        { code: Code.Unauthenticated, message: "missing or invalid token" },
+      ],
+      [
+        { "session-id": s.id, authorization: `Bearer ${other.token}` },
+        { code: Code.Unauthenticated, message: "missing or invalid token" },
+      ],
     ];
     for (const [headers, expected] of cases) {
-      assert.deepEqual(pick(await errorOf(client.api.myServiceEcho({ value: "x" }, { headers }))), expected, JSON.stringify(Object.keys(headers)));
+      assert.deepEqual(
+        pick(await errorOf(client.api.myServiceEcho({ value: "x" }, { headers }))),
+        expected,
+        JSON.stringify(Object.keys(headers)),
+      );
     }
     // `Bearer <token>` is accepted too.
     const reply = await retryWhile(capacity, () =>
@@ -180,7 +198,13 @@ describe("gateway with 3 instances", () => {
     try {
       for (const path of ["/my_service.MyServiceAPI/NoSuchMethod", "/no.such.Service/Call"]) {
         const code = await new Promise<number>((resolve) => {
-          raw.makeUnaryRequest(path, (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (error) => resolve(error?.code ?? 0));
+          raw.makeUnaryRequest(
+            path,
+            (b: Buffer) => b,
+            (b: Buffer) => b,
+            Buffer.alloc(0),
+            (error) => resolve(error?.code ?? 0),
+          );
         });
         assert.equal(code, Code.Unimplemented, path);
       }
@@ -308,7 +332,10 @@ describe("durability and instance failure", () => {
         await stack.control("gateway", "stop");
         await stack.control("gateway", "start");
       }
-      await stack.waitFor((ps) => ps.some((p) => p.kind === "gateway" && p.state === "running" && (action === "graceful" || p.restarts > before)), 15_000);
+      await stack.waitFor(
+        (ps) => ps.some((p) => p.kind === "gateway" && p.state === "running" && (action === "graceful" || p.restarts > before)),
+        15_000,
+      );
       const c = gatewayClient(stack.gatewayUrl);
       for (const s of sessions) {
         const reply = await retryWhile([Code.Unavailable], () => echo(c, s), 15_000);
@@ -346,7 +373,10 @@ describe("durability and instance failure", () => {
     const controller = new AbortController();
     const seen: { index: number; pod: string }[] = [];
     let killed = false;
-    for await (const m of client.api.myServiceSubscribe({ value: "k" }, { headers: s.headers, signal: controller.signal, timeoutMs: 20_000 })) {
+    for await (const m of client.api.myServiceSubscribe(
+      { value: "k" },
+      { headers: s.headers, signal: controller.signal, timeoutMs: 20_000 },
+    )) {
       seen.push({ index: m.index, pod: m.podName });
       if (!killed && seen.length === 3) {
         killed = true;
@@ -416,7 +446,13 @@ describe("durability and instance failure", () => {
       const s = await login(client, "hang");
       let last: { code: number; message: string } | undefined;
       while (Date.now() - started < 15_000) {
-        last = pick(await errorOf(client.api.myServiceEcho({ value: "x" }, { headers: s.headers, timeoutMs: 3000 })).catch(() => ({ code: -1, message: "ok", metadata: new Headers() })));
+        last = pick(
+          await errorOf(client.api.myServiceEcho({ value: "x" }, { headers: s.headers, timeoutMs: 3000 })).catch(() => ({
+            code: -1,
+            message: "ok",
+            metadata: new Headers(),
+          })),
+        );
         if (last.code === Code.Unavailable) break;
       }
       assert.deepEqual(last, unavailable);
@@ -463,8 +499,15 @@ describe("gateway kill -9 during a burst of new sessions", () => {
       assert.equal((await retryWhile([Code.Unavailable], () => echo(c, s), 15_000)).podName, pod);
     }
     const db = new Database(join(stack.dataDir, "leases.db"), { readonly: true });
-    const leases = db.prepare("SELECT session_id, instance_address, pod_name FROM leases").all() as { session_id: string; instance_address: string; pod_name: string }[];
-    const instances = db.prepare("SELECT address, session_id FROM instances WHERE session_id IS NOT NULL").all() as { address: string; session_id: string }[];
+    const leases = db.prepare("SELECT session_id, instance_address, pod_name FROM leases").all() as {
+      session_id: string;
+      instance_address: string;
+      pod_name: string;
+    }[];
+    const instances = db.prepare("SELECT address, session_id FROM instances WHERE session_id IS NOT NULL").all() as {
+      address: string;
+      session_id: string;
+    }[];
     db.close();
     assert.ok(leases.length <= 6, `at most one lease per instance: ${leases.length}`);
     assert.equal(new Set(leases.map((l) => l.instance_address)).size, leases.length, "no instance leased twice");

@@ -6,12 +6,12 @@ import { execFile, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { promisify } from "node:util";
-import { Code, createClient, type Client } from "@connectrpc/connect";
+import { type Client, Code, createClient } from "@connectrpc/connect";
 import { createConnectTransport, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
-import { AdminService, InstanceState } from "../gen/mygateway/admin/v1/admin_pb.js";
-import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { transferHeaders } from "../gateway/routing/session-router.js";
-import { type GatewayClient, type Session, echo, errorOf, gatewayClient, login, retryWhile, sleep } from "./e2e-client.js";
+import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { AdminService, InstanceState } from "../gen/mygateway/admin/v1/admin_pb.js";
+import { echo, errorOf, type GatewayClient, gatewayClient, login, retryWhile, type Session, sleep } from "./e2e-client.js";
 import { type Stack, startStack } from "./stack.js";
 
 const usersFile = join(import.meta.dirname, "fixtures", "users.json");
@@ -104,80 +104,98 @@ describe("operations surface", () => {
     await stack?.stop();
   });
 
-  describe("gRPC server reflection (Python grpcio, no proto files)", { skip: hasPythonGrpc || process.env.CI ? false : "needs /usr/bin/python3 with grpc (apt-get install python3-grpcio)" }, () => {
-    const services = [
-      "grpc.health.v1.Health",
-      "grpc.reflection.v1.ServerReflection",
-      "grpc.reflection.v1alpha.ServerReflection",
-      "my_service.MyServiceAPI",
-      "mygateway.admin.v1.AdminService",
-    ];
+  describe(
+    "gRPC server reflection (Python grpcio, no proto files)",
+    { skip: hasPythonGrpc || process.env.CI ? false : "needs /usr/bin/python3 with grpc (apt-get install python3-grpcio)" },
+    () => {
+      const services = [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "my_service.MyServiceAPI",
+        "mygateway.admin.v1.AdminService",
+      ];
 
-    it("lists every served service over v1 and v1alpha", async () => {
-      assert.deepEqual(await py(stack, "list"), services);
-      assert.deepEqual(await py(stack, "list", "v1alpha"), services);
-    });
-
-    it("describes services, methods and messages with their imports (google/protobuf/timestamp.proto)", async () => {
-      const api = (await py(stack, "describe", "my_service.MyServiceAPI")) as {
-        files: string[];
-        service: { methods: { name: string; input: string; output: string; serverStreaming: boolean }[] };
-      };
-      assert.deepEqual(api.files, ["google/protobuf/timestamp.proto", "my_service/my_service.proto"]);
-      assert.deepEqual(
-        api.service.methods.map((m) => [m.name, m.input, m.output, m.serverStreaming]),
-        [
-          ["Login", "my_service.LoginRequest", "my_service.LoginResponse", false],
-          ["MyServiceEcho", "my_service.EchoRequest", "my_service.EchoResponse", false],
-          ["MyServiceSubscribe", "my_service.EchoRequest", "my_service.EchoResponse", true],
-          ["MyServiceShutdown", "my_service.ShutdownRequest", "my_service.ShutdownResponse", false],
-        ],
-      );
-      const method = (await py(stack, "describe", "mygateway.admin.v1.AdminService.ReleaseSession", "v1alpha")) as {
-        method: { input: string };
-      };
-      assert.equal(method.method.input, "mygateway.admin.v1.ReleaseSessionRequest");
-      const message = (await py(stack, "describe", "my_service.LoginResponse")) as { message: { fields: { name: string; type: unknown }[] } };
-      assert.deepEqual(
-        message.message.fields.map((f) => [f.name, f.type]),
-        [
-          ["token", 9],
-          ["expires_at", "google.protobuf.Timestamp"],
-          ["role", 9],
-        ],
-      );
-      const health = (await py(stack, "describe", "grpc.health.v1.Health")) as { service: { methods: { name: string }[] } };
-      assert.deepEqual(health.service.methods.map((m) => m.name), ["Check", "Watch"]);
-    });
-
-    it("answers NOT_FOUND for an unknown symbol", async () => {
-      await assert.rejects(py(stack, "describe", "no.such.Service"), (error: { stderr: string }) => {
-        assert.match(error.stderr, /reflection error 5: symbol no\.such\.Service not found/);
-        return true;
+      it("lists every served service over v1 and v1alpha", async () => {
+        assert.deepEqual(await py(stack, "list"), services);
+        assert.deepEqual(await py(stack, "list", "v1alpha"), services);
       });
-    });
 
-    it("calls Login, health and the admin API with descriptors from reflection only", async () => {
-      const reply = (await py(stack, "call", "my_service.MyServiceAPI/Login", JSON.stringify({ username: "TestUser", password: "TestPassword", sessionId: "py-reflect" }))) as {
-        token: string;
-        role: string;
-      };
-      tokens.push(reply.token);
-      assert.equal(reply.role, "admin");
-      assert.deepEqual(await py(stack, "call", "grpc.health.v1.Health/Check", "{}"), { status: "SERVING" });
-      const listed = (await py(stack, "call", "mygateway.admin.v1.AdminService/ListInstances", "{}", `authorization=${reply.token}`)) as {
-        instances: { podName: string }[];
-      };
-      assert.deepEqual(listed.instances.map((i) => i.podName).sort(), ["myservice-1", "myservice-2", "myservice-3"]);
-    });
-  });
+      it("describes services, methods and messages with their imports (google/protobuf/timestamp.proto)", async () => {
+        const api = (await py(stack, "describe", "my_service.MyServiceAPI")) as {
+          files: string[];
+          service: { methods: { name: string; input: string; output: string; serverStreaming: boolean }[] };
+        };
+        assert.deepEqual(api.files, ["google/protobuf/timestamp.proto", "my_service/my_service.proto"]);
+        assert.deepEqual(
+          api.service.methods.map((m) => [m.name, m.input, m.output, m.serverStreaming]),
+          [
+            ["Login", "my_service.LoginRequest", "my_service.LoginResponse", false],
+            ["MyServiceEcho", "my_service.EchoRequest", "my_service.EchoResponse", false],
+            ["MyServiceSubscribe", "my_service.EchoRequest", "my_service.EchoResponse", true],
+            ["MyServiceShutdown", "my_service.ShutdownRequest", "my_service.ShutdownResponse", false],
+          ],
+        );
+        const method = (await py(stack, "describe", "mygateway.admin.v1.AdminService.ReleaseSession", "v1alpha")) as {
+          method: { input: string };
+        };
+        assert.equal(method.method.input, "mygateway.admin.v1.ReleaseSessionRequest");
+        const message = (await py(stack, "describe", "my_service.LoginResponse")) as {
+          message: { fields: { name: string; type: unknown }[] };
+        };
+        assert.deepEqual(
+          message.message.fields.map((f) => [f.name, f.type]),
+          [
+            ["token", 9],
+            ["expires_at", "google.protobuf.Timestamp"],
+            ["role", 9],
+          ],
+        );
+        const health = (await py(stack, "describe", "grpc.health.v1.Health")) as { service: { methods: { name: string }[] } };
+        assert.deepEqual(
+          health.service.methods.map((m) => m.name),
+          ["Check", "Watch"],
+        );
+      });
+
+      it("answers NOT_FOUND for an unknown symbol", async () => {
+        await assert.rejects(py(stack, "describe", "no.such.Service"), (error: { stderr: string }) => {
+          assert.match(error.stderr, /reflection error 5: symbol no\.such\.Service not found/);
+          return true;
+        });
+      });
+
+      it("calls Login, health and the admin API with descriptors from reflection only", async () => {
+        const reply = (await py(
+          stack,
+          "call",
+          "my_service.MyServiceAPI/Login",
+          JSON.stringify({ username: "TestUser", password: "TestPassword", sessionId: "py-reflect" }),
+        )) as {
+          token: string;
+          role: string;
+        };
+        tokens.push(reply.token);
+        assert.equal(reply.role, "admin");
+        assert.deepEqual(await py(stack, "call", "grpc.health.v1.Health/Check", "{}"), { status: "SERVING" });
+        const listed = (await py(stack, "call", "mygateway.admin.v1.AdminService/ListInstances", "{}", `authorization=${reply.token}`)) as {
+          instances: { podName: string }[];
+        };
+        assert.deepEqual(listed.instances.map((i) => i.podName).sort(), ["myservice-1", "myservice-2", "myservice-3"]);
+      });
+    },
+  );
 
   describe("Prometheus metrics at GET /metrics", () => {
-    it("passes promtool check metrics", { skip: promtool || process.env.CI ? false : "needs promtool (apt-get install prometheus)" }, async () => {
-      const { text, contentType } = await scrape(stack);
-      assert.match(contentType, /^text\/plain; version=0\.0\.4/);
-      await promtoolCheck(text);
-    });
+    it(
+      "passes promtool check metrics",
+      { skip: promtool || process.env.CI ? false : "needs promtool (apt-get install prometheus)" },
+      async () => {
+        const { text, contentType } = await scrape(stack);
+        assert.match(contentType, /^text\/plain; version=0\.0\.4/);
+        await promtoolCheck(text);
+      },
+    );
 
     it("counts allocations, busy rejections, proxied calls by method and code, logins; gauges read the store", async () => {
       await settle();
@@ -192,7 +210,10 @@ describe("operations surface", () => {
       assert.equal(pods.size, 3);
       const fourth = track(await login(client, "metrics-busy"));
       assert.equal((await errorOf(echo(client, fourth))).code, Code.ResourceExhausted);
-      assert.equal((await errorOf(client.api.login({ username: "TestUser", password: "not-the-password", sessionId: "x" }))).code, Code.PermissionDenied);
+      assert.equal(
+        (await errorOf(client.api.login({ username: "TestUser", password: "not-the-password", sessionId: "x" }))).code,
+        Code.PermissionDenied,
+      );
       // One Echo over the Connect protocol (HTTP/1.1): counted by the Connect path.
       const connect = createClient(MyServiceAPI, createConnectTransport({ baseUrl: stack.gatewayUrl, httpVersion: "1.1" }));
       await connect.myServiceEcho({ value: "c" }, { headers: sessions[0]?.headers });
@@ -214,7 +235,10 @@ describe("operations surface", () => {
       assert.equal(ages.length, 3, "one lease age per leased instance");
       assert.ok(ages.every(([, v]) => v >= 0 && v < 60));
       assert.deepEqual(
-        [...series].filter(([k]) => k.startsWith("mygateway_instance_up{")).map(([k, v]) => [/pod="([^"]+)"/.exec(k)?.[1], v]).sort(),
+        [...series]
+          .filter(([k]) => k.startsWith("mygateway_instance_up{"))
+          .map(([k, v]) => [/pod="([^"]+)"/.exec(k)?.[1], v])
+          .sort(),
         [
           ["myservice-1", 1],
           ["myservice-2", 1],
@@ -224,7 +248,11 @@ describe("operations surface", () => {
 
       for (const s of sessions) await client.api.myServiceShutdown({}, { headers: s.headers });
       const shutdownOk = (await scrape(stack)).series;
-      assert.equal(value(shutdownOk, 'mygateway_proxied_calls_total{method="MyServiceShutdown",code="OK"}') - value(before, 'mygateway_proxied_calls_total{method="MyServiceShutdown",code="OK"}'), 3);
+      assert.equal(
+        value(shutdownOk, 'mygateway_proxied_calls_total{method="MyServiceShutdown",code="OK"}') -
+          value(before, 'mygateway_proxied_calls_total{method="MyServiceShutdown",code="OK"}'),
+        3,
+      );
       assert.equal(value(shutdownOk, "mygateway_active_leases"), 0);
     });
   });

@@ -9,7 +9,7 @@ import { describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { EchoRequestSchema, EchoResponseSchema } from "../gen/my_service/my_service_pb.js";
-import { FakeInstance, echoPath, sessionMetadata, withGatewayFor } from "./fake-instance.js";
+import { echoPath, FakeInstance, sessionMetadata, withGatewayFor } from "./fake-instance.js";
 
 describe("probing: PINGs between full probes", () => {
   const fake = new FakeInstance("probed-1");
@@ -23,8 +23,14 @@ describe("probing: PINGs between full probes", () => {
     const md = await sessionMetadata(session);
     const request = Buffer.from(toBinary(EchoRequestSchema, create(EchoRequestSchema, { value: "p" })));
     return new Promise((resolve) =>
-      client().makeUnaryRequest(echoPath, (b: Buffer) => b, (b: Buffer) => b, request, md, { deadline: Date.now() + 5000 }, (error, value) =>
-        resolve(error ? { code: error.code } : { code: 0, pod: fromBinary(EchoResponseSchema, value as Buffer).podName }),
+      client().makeUnaryRequest(
+        echoPath,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        request,
+        md,
+        { deadline: Date.now() + 5000 },
+        (error, value) => resolve(error ? { code: error.code } : { code: 0, pod: fromBinary(EchoResponseSchema, value as Buffer).podName }),
       ),
     );
   };
@@ -33,7 +39,8 @@ describe("probing: PINGs between full probes", () => {
   const until = async (what: string, withinMs: number, check: () => boolean | Promise<boolean>) => {
     const t0 = Date.now();
     while (!(await check())) {
-      if (Date.now() - t0 > withinMs) throw new Error(`${what}: not within ${withinMs} ms (gateway log:\n${gateway().output().slice(-2000)})`);
+      if (Date.now() - t0 > withinMs)
+        throw new Error(`${what}: not within ${withinMs} ms (gateway log:\n${gateway().output().slice(-2000)})`);
       await sleep(50);
     }
     return Date.now() - t0;

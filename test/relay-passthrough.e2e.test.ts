@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { EchoRequestSchema, EchoResponseSchema } from "../gen/my_service/my_service_pb.js";
-import { FakeInstance, binBytes, echoPath, sessionMetadata, subscribePath, withGatewayFor } from "./fake-instance.js";
+import { binBytes, echoPath, FakeInstance, sessionMetadata, subscribePath, withGatewayFor } from "./fake-instance.js";
 
 describe("relay pass-through (grpc-js client, recording instance)", () => {
   const fake = new FakeInstance();
@@ -27,8 +27,13 @@ describe("relay pass-through (grpc-js client, recording instance)", () => {
     let headers: grpc.Metadata | undefined;
     let trailers: grpc.Metadata | undefined;
     const reply = await new Promise<Buffer>((resolve, reject) => {
-      const call = client().makeUnaryRequest(echoPath, (b: Buffer) => b, (b: Buffer) => b, encode("v1"), md, (error, value) =>
-        error ? reject(error) : resolve(value as Buffer),
+      const call = client().makeUnaryRequest(
+        echoPath,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        encode("v1"),
+        md,
+        (error, value) => (error ? reject(error) : resolve(value as Buffer)),
       );
       call.on("metadata", (m) => (headers = m));
       call.on("status", (s) => (trailers = s.metadata));
@@ -49,7 +54,13 @@ describe("relay pass-through (grpc-js client, recording instance)", () => {
 
   it("ends the instance's Subscribe stream when the client cancels", async () => {
     const md = await sessionMetadata("passthrough-1");
-    const call = client().makeServerStreamRequest(subscribePath, (b: Buffer) => b, (b: Buffer) => b, encode("s1"), md);
+    const call = client().makeServerStreamRequest(
+      subscribePath,
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      encode("s1"),
+      md,
+    );
     const indexes: number[] = [];
     const cancelled = new Promise<grpc.ServiceError>((resolve) => call.on("error", resolve));
     await new Promise<void>((resolve) => {
@@ -62,17 +73,21 @@ describe("relay pass-through (grpc-js client, recording instance)", () => {
     const t0 = Date.now();
     call.cancel();
     assert.equal((await cancelled).code, grpc.status.CANCELLED);
-    const ended = await Promise.race([
-      fake.subscribeEnded,
-      new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000)),
-    ]);
+    const ended = await Promise.race([fake.subscribeEnded, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000))]);
     assert.ok(ended !== undefined, "the instance's stream is still open 5 s after the client cancelled");
     // The gateway resets the upstream stream (RST_STREAM CANCEL = 8) right away.
     assert.equal(ended.rstCode, constants.NGHTTP2_CANCEL);
     assert.ok(Date.now() - t0 < 1000, `instance stream ended ${Date.now() - t0} ms after the cancel`);
     // The session is still usable afterwards.
     const again = await new Promise<Buffer>((resolve, reject) =>
-      client().makeUnaryRequest(echoPath, (b: Buffer) => b, (b: Buffer) => b, encode("after"), md, (e, v) => (e ? reject(e) : resolve(v as Buffer))),
+      client().makeUnaryRequest(
+        echoPath,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        encode("after"),
+        md,
+        (e, v) => (e ? reject(e) : resolve(v as Buffer)),
+      ),
     );
     assert.equal(decode(again).clientValue, "after");
   });

@@ -11,13 +11,7 @@ import { devJwtSecret } from "../common/dev-defaults.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { canConnect } from "../scripts/net-util.js";
-import {
-  type ControlAction,
-  createControlClient,
-  type ProcessInfo,
-  repoRoot,
-  type UpState,
-} from "../scripts/up-control-client.js";
+import { type ControlAction, createControlClient, type ProcessInfo, repoRoot, type UpState } from "../scripts/up-control-client.js";
 
 export type { ProcessInfo };
 
@@ -248,21 +242,19 @@ async function waitUntilReady(
     }
     if (existsSync(stateFile)) {
       const state = JSON.parse(await readFile(stateFile, "utf8")) as UpState;
-      const processes = await createControlClient(state.controlUrl).processes().catch(() => []);
+      const processes = await createControlClient(state.controlUrl)
+        .processes()
+        .catch(() => []);
       const running = processes.filter((p) => p.kind === "myservice" && p.state === "running").length;
       const gateway = processes.find((p) => p.kind === "gateway");
       transport ??= createGrpcTransport({ baseUrl: `http://${state.gateway}`, idleConnectionTimeoutMs: 1000 });
       const gatewayUp =
         !withGateway ||
-        (gateway?.state === "running" &&
-          (await canConnect(Number(state.gateway.split(":")[1]))) &&
-          (await gatewayServing(transport)));
+        (gateway?.state === "running" && (await canConnect(Number(state.gateway.split(":")[1]))) && (await gatewayServing(transport)));
       if (running === instances && gatewayUp) return state;
       waitingFor = `${running}/${instances} instances running, gateway ${withGateway ? (gateway?.state ?? "?") : "off"}`;
     }
     await sleep(100);
   }
-  throw new Error(
-    `stack not ready within ${timeoutMs} ms (${waitingFor})\nlauncher output (tail):\n${tail(output())}`,
-  );
+  throw new Error(`stack not ready within ${timeoutMs} ms (${waitingFor})\nlauncher output (tail):\n${tail(output())}`);
 }

@@ -21,7 +21,6 @@ const concurrency = 32;
 /** The two ways the bench runs a large pool in one process. */
 type PoolKind = "lean" | "myservice";
 
-
 interface PoolFigures {
   readonly poolSize: number;
   readonly firstEchoP50Ms: number;
@@ -65,7 +64,13 @@ export async function allocationProfile(ctx: BenchContext): Promise<ProfileResul
       [kind, "first Echo of a new session", `${fmt(f.firstEchoP50Ms, 3)} ms`, `${fmt(f.firstEchoP99Ms, 3)} ms`, "one at a time"],
       [kind, "leased Echo (same session next)", `${fmt(f.leasedEchoP50Ms, 3)} ms`, `${fmt(f.leasedEchoP99Ms, 3)} ms`, ""],
       [kind, "allocation adds", `${fmt(f.allocationAddsP50Ms, 3)} ms`, "", "p50 difference"],
-      [kind, "leased Echo, token never seen before", `${fmt(f.freshTokenEchoP50Ms, 3)} ms`, "", "gateway and instance verify it (uncached)"],
+      [
+        kind,
+        "leased Echo, token never seen before",
+        `${fmt(f.freshTokenEchoP50Ms, 3)} ms`,
+        "",
+        "gateway and instance verify it (uncached)",
+      ],
       [kind, "allocation adds over that", `${fmt(f.allocationAddsOverFreshTokenP50Ms, 3)} ms`, "", "lease + durable commit + binding only"],
       [kind, "first Echo after Login on this gateway", `${fmt(f.afterLoginEchoP50Ms, 3)} ms`, "", "the gateway knows the token it issued"],
       [kind, "allocation adds after Login", `${fmt(f.allocationAddsAfterLoginP50Ms, 3)} ms`, "", "p50 difference to the leased Echo"],
@@ -248,7 +253,8 @@ async function waitAllocatable(dbPath: string, count: number, timeoutMs: number)
     const deadline = Date.now() + timeoutMs;
     let n = 0;
     while (Date.now() < deadline) {
-      n = (db.prepare("SELECT COUNT(*) AS n FROM instances WHERE healthy = 1 AND clean = 1 AND session_id IS NULL").get() as { n: number }).n;
+      n = (db.prepare("SELECT COUNT(*) AS n FROM instances WHERE healthy = 1 AND clean = 1 AND session_id IS NULL").get() as { n: number })
+        .n;
       if (n >= count) return;
       await sleep(200);
     }

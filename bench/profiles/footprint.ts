@@ -110,7 +110,9 @@ async function probingCost(ctx: BenchContext): Promise<{ instances: number; full
       };
       const fullPercent = await percent("1s");
       const pingPercent = await percent("5s");
-      ctx.progress(`footprint: probing ${instances} instances: every probe full ${fullPercent.toFixed(1)}%, PING between ${pingPercent.toFixed(1)}% of a core`);
+      ctx.progress(
+        `footprint: probing ${instances} instances: every probe full ${fullPercent.toFixed(1)}%, PING between ${pingPercent.toFixed(1)}% of a core`,
+      );
       results.push({ instances, fullPercent, pingPercent });
     } finally {
       await pool.child.stop();

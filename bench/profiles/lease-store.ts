@@ -37,7 +37,15 @@ export async function leaseStoreProfile(ctx: BenchContext): Promise<ProfileResul
     const cells = sizes.map((size) => {
       const path = join(dir, `leases-${size}.db`);
       seed(path, size);
-      return { size, store: new LeaseStore({ path, synchronous: "FULL" }), acquire: [] as number[], release: [] as number[], busy: 0, next: 0, checkpointMs: 0 };
+      return {
+        size,
+        store: new LeaseStore({ path, synchronous: "FULL" }),
+        acquire: [] as number[],
+        release: [] as number[],
+        busy: 0,
+        next: 0,
+        checkpointMs: 0,
+      };
     });
     // One cycle: acquire, release, then what the next health probe does (the released
     // instance reports no session; untimed).
@@ -84,7 +92,9 @@ export async function leaseStoreProfile(ctx: BenchContext): Promise<ProfileResul
       };
       for (const [k, v] of Object.entries(m)) metrics[`${size}.${k}`] = v;
       rows.push([fmt(size), "FULL", fmt(m.acquireP50Ms, 3), fmt(m.acquireP99Ms, 3), fmt(m.releaseP50Ms, 3), fmt(m.cyclesPerSec)]);
-      ctx.progress(`lease store: ${size} instances: acquire p50 ${fmt(m.acquireP50Ms, 3)} ms, p99 ${fmt(m.acquireP99Ms, 3)} ms, ${fmt(m.cyclesPerSec)} cycles/s`);
+      ctx.progress(
+        `lease store: ${size} instances: acquire p50 ${fmt(m.acquireP50Ms, 3)} ms, p99 ${fmt(m.acquireP99Ms, 3)} ms, ${fmt(m.cyclesPerSec)} cycles/s`,
+      );
     }
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -64,7 +64,11 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
     for (const t of targets) await check(t.address, session, reply.podName);
 
     const counts = ctx.quick ? [300, 1000, 1500] : [1500, 5000, 6000];
-    const run = async (t: (typeof targets)[number], level: (typeof levels)[number], requests: number): Promise<Cell & { ok: boolean; why?: string }> => {
+    const run = async (
+      t: (typeof targets)[number],
+      level: (typeof levels)[number],
+      requests: number,
+    ): Promise<Cell & { ok: boolean; why?: string }> => {
       const pids = t.pids();
       const cpu0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
       const back0 = cpuSeconds(instance.pid);
@@ -82,7 +86,9 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
       const back1 = cpuSeconds(instance.pid);
       // Each OK call carries exactly one EchoResponse; an error status (trailers-only) carries none.
       const ok = r.succeeded === requests && r.status2xx === requests && r.dataBytes === requests * expectedBytes;
-      const why = ok ? undefined : `${r.succeeded}/${requests} succeeded, ${r.status2xx} 2xx, ${r.dataBytes} data bytes (want ${requests * expectedBytes})`;
+      const why = ok
+        ? undefined
+        : `${r.succeeded}/${requests} succeeded, ${r.status2xx} 2xx, ${r.dataBytes} data bytes (want ${requests * expectedBytes})`;
       return {
         ok,
         ...(why ? { why } : {}),
@@ -162,7 +168,15 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
       },
       {
         title: "Proxy path: ratios in this run",
-        columns: ["streams", "gw/nginx calls/s", "gw/nginx p50", "gw/nginx p99", "gw/nginx CPU/call", "gw/direct calls/s", "nginx/direct calls/s"],
+        columns: [
+          "streams",
+          "gw/nginx calls/s",
+          "gw/nginx p50",
+          "gw/nginx p99",
+          "gw/nginx CPU/call",
+          "gw/direct calls/s",
+          "nginx/direct calls/s",
+        ],
         rows: ratioRows,
       },
     ];
@@ -174,7 +188,9 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
       notes: [
         `h2load (nghttp2) -n ${counts.join("/")} per run at 1/16/128 streams (1×1, 2 conns × 8, 8 conns × 16), ${ctx.rounds} round(s), targets interleaved, one warm-up run each.`,
         `Each run checked: every call 2xx and exactly ${expectedBytes} DATA bytes per call (one EchoResponse, so grpc-status 0); real Echo calls through every target before and after.`,
-        nginx ? "nginx: 1 worker, upstream keepalive 128, keepalive_requests 1e6, grpc timeouts 1h." : "nginx not installed: its rows are skipped (ratios n/a).",
+        nginx
+          ? "nginx: 1 worker, upstream keepalive 128, keepalive_requests 1e6, grpc timeouts 1h."
+          : "nginx not installed: its rows are skipped (ratios n/a).",
         `Gateway idle RSS at start (1 instance): ${fmtMB(idleRss)}.`,
       ],
       raw,

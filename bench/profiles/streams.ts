@@ -150,15 +150,15 @@ export async function streamsProfile(ctx: BenchContext): Promise<ProfileResult> 
         rssOpen,
         openMs,
       };
-      ctx.progress(`streams: ${label}: ${total} streams, ${fmt(result.messagesPerSec)} msgs/s (ideal ${fmt(expected)}), gateway CPU ${fmt(gatewayCpu * 100)}%, RSS ${fmtMB(rssOpen)}`);
+      ctx.progress(
+        `streams: ${label}: ${total} streams, ${fmt(result.messagesPerSec)} msgs/s (ideal ${fmt(expected)}), gateway CPU ${fmt(gatewayCpu * 100)}%, RSS ${fmtMB(rssOpen)}`,
+      );
       return result;
     };
     const connections = 4;
     const direct = await measure("direct", async () => {
       // Each session's streams go straight to its own instance.
-      const parts = await Promise.all(
-        sessions.map((s) => openStreams(instanceOf.get(s.id) as string, [s], total / sessionCount, 1)),
-      );
+      const parts = await Promise.all(sessions.map((s) => openStreams(instanceOf.get(s.id) as string, [s], total / sessionCount, 1)));
       const counts = new Int32Array(total);
       return {
         get counts() {

@@ -1,9 +1,9 @@
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
 import { isValidSessionId, maxSessionIdLength } from "../../common/metadata-auth.js";
-import { type TokenClaims, issueToken } from "../../common/tokens.js";
+import { issueToken, type TokenClaims } from "../../common/tokens.js";
 import { type LoginRequest, type LoginResponse, LoginResponseSchema } from "../../gen/my_service/my_service_pb.js";
 import { messages, retryableError } from "../errors.js";
 import type { LoginThrottle } from "./login-throttle.js";
@@ -31,9 +31,7 @@ export interface LoginOptions {
 export const peerHeader = "x-gateway-peer";
 
 /** The Login handler (SPEC 4.1): validates, checks the password, issues a JWT. No instance is leased. */
-export function createLogin(
-  options: LoginOptions,
-): (request: LoginRequest, peer?: string, log?: Logger) => Promise<LoginResponse> {
+export function createLogin(options: LoginOptions): (request: LoginRequest, peer?: string, log?: Logger) => Promise<LoginResponse> {
   // `log`: the call's logger (request id, session id); default the gateway's.
   return async (request, peer, log = options.logger) => {
     if (request.username === "") {

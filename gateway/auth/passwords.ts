@@ -35,7 +35,14 @@ export function parsePasswordHash(text: string) {
   const salt = Buffer.from(parts[4] as string, "base64");
   const key = Buffer.from(parts[5] as string, "base64");
   const powerOfTwo = Number.isInteger(N) && N >= 2 && (N & (N - 1)) === 0;
-  if (!powerOfTwo || N > 2 ** 20 || !(Number.isInteger(r) && r >= 1 && r <= 32) || !(Number.isInteger(p) && p >= 1 && p <= 16) || salt.length < 8 || key.length !== keyLength) {
+  if (
+    !powerOfTwo ||
+    N > 2 ** 20 ||
+    !(Number.isInteger(r) && r >= 1 && r <= 32) ||
+    !(Number.isInteger(p) && p >= 1 && p <= 16) ||
+    salt.length < 8 ||
+    key.length !== keyLength
+  ) {
     return undefined;
   }
   return { N, r, p, salt, key };

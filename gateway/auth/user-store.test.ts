@@ -4,7 +4,7 @@ import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { devUser } from "../../common/dev-defaults.js";
 import { hashPassword } from "./passwords.js";
-import { type User, createUserStore, loadUserStore, parseUsers } from "./user-store.js";
+import { createUserStore, loadUserStore, parseUsers, type User } from "./user-store.js";
 
 const fast = { N: 1024, r: 8, p: 1 } as const;
 const devUsersFile = fileURLToPath(new URL("../dev-users.json", import.meta.url));
@@ -48,11 +48,7 @@ describe("parseUsers()", () => {
         ]),
         /^users\.json: users\[1\]: duplicate username alice$/,
       ],
-      [
-        "missing role",
-        usersFile([{ username: "alice", passwordHash: hash }]),
-        /^users\.json: users\[0\] \(alice\): role is missing$/,
-      ],
+      ["missing role", usersFile([{ username: "alice", passwordHash: hash }]), /^users\.json: users\[0\] \(alice\): role is missing$/],
       ["empty role", usersFile([{ username: "alice", passwordHash: hash, role: "" }]), /\(alice\): role is missing/],
       [
         "plain-text password",

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type TestContext, describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { AcquireQueue } from "./acquire-queue.js";
@@ -197,8 +197,15 @@ describe("LeaseStore.acquireBatch()", () => {
       { sessionId: "s1", owner: "alice", ttlMs: ttl },
       { sessionId: "s3", owner: "carol", ttlMs: ttl },
     ]);
-    assert.deepEqual(results.map((r) => r.kind), ["acquired", "acquired", "existing", "busy"]);
-    const [first, second, again] = results as [Extract<typeof results[0], { lease: unknown }>, Extract<typeof results[0], { lease: unknown }>, Extract<typeof results[0], { lease: unknown }>];
+    assert.deepEqual(
+      results.map((r) => r.kind),
+      ["acquired", "acquired", "existing", "busy"],
+    );
+    const [first, second, again] = results as [
+      Extract<(typeof results)[0], { lease: unknown }>,
+      Extract<(typeof results)[0], { lease: unknown }>,
+      Extract<(typeof results)[0], { lease: unknown }>,
+    ];
     assert.notEqual(first.lease.instanceAddress, second.lease.instanceAddress);
     assert.equal(again.lease.instanceAddress, first.lease.instanceAddress);
     assert.equal(store.leases().length, 2);
@@ -213,7 +220,10 @@ describe("LeaseStore.acquireBatch()", () => {
       { sessionId: "s3", owner: "alice", ttlMs: ttl, maxPerOwner: 2 },
       { sessionId: "s4", owner: "bob", ttlMs: ttl, maxPerOwner: 2 },
     ]);
-    assert.deepEqual(results.map((r) => r.kind), ["acquired", "acquired", "user-limit", "acquired"]);
+    assert.deepEqual(
+      results.map((r) => r.kind),
+      ["acquired", "acquired", "user-limit", "acquired"],
+    );
   });
 });
 
@@ -228,11 +238,12 @@ describe("AcquireQueue", () => {
       return original(requests);
     };
     const queue = new AcquireQueue(store);
-    const results = await Promise.all(
-      ["s1", "s2", "s3"].map((sessionId) => queue.acquire({ sessionId, owner: "alice", ttlMs: ttl })),
-    );
+    const results = await Promise.all(["s1", "s2", "s3"].map((sessionId) => queue.acquire({ sessionId, owner: "alice", ttlMs: ttl })));
     assert.equal(batches, 1, "one transaction for the three");
-    assert.deepEqual(results.map((r) => r.kind), ["acquired", "acquired", "busy"]);
+    assert.deepEqual(
+      results.map((r) => r.kind),
+      ["acquired", "acquired", "busy"],
+    );
     assert.equal((await queue.acquire({ sessionId: "s1", owner: "alice", ttlMs: ttl })).kind, "existing");
     assert.equal(batches, 2);
   });
@@ -244,7 +255,10 @@ describe("AcquireQueue", () => {
     };
     const queue = new AcquireQueue(store);
     const outcomes = await Promise.allSettled([1, 2].map((i) => queue.acquire({ sessionId: `s${i}`, owner: "a", ttlMs: ttl })));
-    assert.deepEqual(outcomes.map((o) => o.status), ["rejected", "rejected"]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ["rejected", "rejected"],
+    );
   });
 });
 
@@ -491,9 +505,7 @@ describe("LeaseStore.recordStatus()", () => {
     assert.equal(store.instance("nowhere:1"), undefined);
   });
 
-  it(
-    "does not release a lease because of a probe that started before the lease was created",
-    (t) => {
+  it("does not release a lease because of a probe that started before the lease was created", (t) => {
     // With two gateways sharing the file, gateway 1's probe can carry the old boot's status
     // after gateway 2 has already seen the new boot and leased the instance.
     const { store, clock } = openStore(t);
@@ -509,8 +521,7 @@ describe("LeaseStore.recordStatus()", () => {
     const stale = store.recordStatus("a:1", { ...cleanStatus("a:1", "boot-a:1"), sessionId: "old" }, 1_500);
     assert.equal(stale.released, undefined);
     assert.equal(store.get("new")?.instanceAddress, "a:1");
-    },
-  );
+  });
 });
 
 describe("LeaseStore durability", () => {
@@ -595,7 +606,10 @@ describe("LeaseStore with several connections", () => {
     // Worker threads open their own connection on a file that does not exist yet, as several
     // gateway processes starting together would; each must find the schema exactly once.
     const results = await runWorkers(path, [], 4, { mode: "hold", rounds: 0 });
-    assert.deepEqual(results.flatMap((r) => r.errors), []);
+    assert.deepEqual(
+      results.flatMap((r) => r.errors),
+      [],
+    );
     const store = new LeaseStore({ path });
     t.after(() => store.close());
     assert.deepEqual(store.instances(), []);
@@ -624,10 +638,7 @@ describe("LeaseStore with several connections", () => {
     const leases = setup.leases();
     assert.equal(leases.length, addresses.length);
     assert.equal(new Set(leases.map((l) => l.instanceAddress)).size, addresses.length);
-    assert.deepEqual(
-      leases.map((l) => [l.sessionId, l.instanceAddress]).sort(),
-      won.map((w) => [w.session, w.instance]).sort(),
-    );
+    assert.deepEqual(leases.map((l) => [l.sessionId, l.instanceAddress]).sort(), won.map((w) => [w.session, w.instance]).sort());
     for (const instance of setup.instances()) {
       assert.equal(instance.sessionId, setup.leaseOfInstance(instance.address)?.sessionId);
     }

@@ -281,39 +281,37 @@ export class LeaseStore {
       return expired.map(leaseFromRow);
     });
 
-    this.recordStatusTx = db.transaction(
-      (address: string, status: InstanceStatus, probeStartedAt: number): ReconcileOutcome => {
-        const instance = this.stmts.instance.get(address);
-        if (instance === undefined) return {};
-        const now = this.now();
-        let released: Lease | undefined;
-        const leaseRow = this.stmts.leaseOfInstance.get(address);
-        if (leaseRow !== undefined) {
-          const restarted = leaseRow.instance_boot_id !== "" && leaseRow.instance_boot_id !== status.bootId;
-          const foreign = status.sessionId !== "" && status.sessionId !== leaseRow.session_id;
-          // A probe older than the lease describes the instance before it was leased.
-          if ((restarted || foreign) && probeStartedAt >= leaseRow.created_at) {
-            this.stmts.deleteLease.run(leaseRow.session_id);
-            this.stmts.vacate.run({ address, now });
-            released = leaseFromRow(leaseRow);
-          }
+    this.recordStatusTx = db.transaction((address: string, status: InstanceStatus, probeStartedAt: number): ReconcileOutcome => {
+      const instance = this.stmts.instance.get(address);
+      if (instance === undefined) return {};
+      const now = this.now();
+      let released: Lease | undefined;
+      const leaseRow = this.stmts.leaseOfInstance.get(address);
+      if (leaseRow !== undefined) {
+        const restarted = leaseRow.instance_boot_id !== "" && leaseRow.instance_boot_id !== status.bootId;
+        const foreign = status.sessionId !== "" && status.sessionId !== leaseRow.session_id;
+        // A probe older than the lease describes the instance before it was leased.
+        if ((restarted || foreign) && probeStartedAt >= leaseRow.created_at) {
+          this.stmts.deleteLease.run(leaseRow.session_id);
+          this.stmts.vacate.run({ address, now });
+          released = leaseFromRow(leaseRow);
         }
-        const stillLeased = leaseRow !== undefined && released === undefined;
-        // A probe that started before the last release may describe the instance before its
-        // session bound: it cannot prove the instance clean.
-        const staleProbe = probeStartedAt < (released !== undefined ? now : instance.released_at);
-        const clean = !stillLeased && status.sessionId === "" && !status.shuttingDown && !staleProbe ? 1 : 0;
-        this.stmts.updateStatus.run({
-          address,
-          pod_name: status.podName,
-          boot_id: status.bootId,
-          clean,
-          now,
-        });
-        const unknownSession = !stillLeased && status.sessionId !== "" ? status.sessionId : undefined;
-        return { ...(released ? { released } : {}), ...(unknownSession ? { unknownSession } : {}) };
-      },
-    );
+      }
+      const stillLeased = leaseRow !== undefined && released === undefined;
+      // A probe that started before the last release may describe the instance before its
+      // session bound: it cannot prove the instance clean.
+      const staleProbe = probeStartedAt < (released !== undefined ? now : instance.released_at);
+      const clean = !stillLeased && status.sessionId === "" && !status.shuttingDown && !staleProbe ? 1 : 0;
+      this.stmts.updateStatus.run({
+        address,
+        pod_name: status.podName,
+        boot_id: status.bootId,
+        clean,
+        now,
+      });
+      const unknownSession = !stillLeased && status.sessionId !== "" ? status.sessionId : undefined;
+      return { ...(released ? { released } : {}), ...(unknownSession ? { unknownSession } : {}) };
+    });
   }
 
   private acquireInTransaction(request: AcquireRequest): AcquireResult {
@@ -416,9 +414,11 @@ export class LeaseStore {
   /** Adds instances found by discovery (no-op for known ones). */
   register(addresses: readonly string[]): void {
     const now = this.now();
-    this.db.transaction(() => {
-      for (const address of addresses) this.stmts.registerInstance.run({ address, now });
-    }).immediate();
+    this.db
+      .transaction(() => {
+        for (const address of addresses) this.stmts.registerInstance.run({ address, now });
+      })
+      .immediate();
   }
 
   /**
@@ -435,8 +435,7 @@ export class LeaseStore {
       probeStartedAt < lease.created_at ||
       ((lease.instance_boot_id === "" || lease.instance_boot_id === status.bootId) &&
         (status.sessionId === "" || status.sessionId === lease.session_id));
-    const wantClean =
-      lease === undefined && status.sessionId === "" && !status.shuttingDown && probeStartedAt >= instance.released_at;
+    const wantClean = lease === undefined && status.sessionId === "" && !status.shuttingDown && probeStartedAt >= instance.released_at;
     const unchanged =
       leaseOk &&
       instance.healthy === 1 &&

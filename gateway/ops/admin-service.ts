@@ -1,17 +1,8 @@
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import {
-  Code,
-  ConnectError,
-  type ConnectRouter,
-  type HandlerContext,
-} from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
-import {
-  type TokenClaims,
-  type TokenVerifier,
-  tokenFromAuthorization,
-} from "../../common/tokens.js";
+import { type TokenClaims, type TokenVerifier, tokenFromAuthorization } from "../../common/tokens.js";
 import {
   AdminService,
   type Instance,
@@ -21,11 +12,7 @@ import {
   SessionSchema,
 } from "../../gen/mygateway/admin/v1/admin_pb.js";
 import { messages } from "../errors.js";
-import type {
-  InstanceRecord,
-  Lease,
-  LeaseStore,
-} from "../leases/lease-store.js";
+import type { InstanceRecord, Lease, LeaseStore } from "../leases/lease-store.js";
 import type { InstancePool } from "../pool/instance-pool.js";
 import type { SessionRouter } from "../routing/session-router.js";
 import { instanceCondition, type PoolStats } from "./metrics.js";
@@ -56,21 +43,12 @@ const conditionStates = {
 } as const;
 
 /** The admin principal of a call: a valid Login token whose role is `admin`, else UNAUTHENTICATED / PERMISSION_DENIED. */
-export async function requireAdmin(
-  verifyToken: TokenVerifier,
-  context: HandlerContext,
-): Promise<TokenClaims> {
-  const token = tokenFromAuthorization(
-    context.requestHeader.get("authorization") ?? undefined,
-  );
+export async function requireAdmin(verifyToken: TokenVerifier, context: HandlerContext): Promise<TokenClaims> {
+  const token = tokenFromAuthorization(context.requestHeader.get("authorization") ?? undefined);
   const claims = token === undefined ? undefined : verifyToken(token);
-  if (claims === undefined)
-    throw new ConnectError(messages.invalidToken, Code.Unauthenticated);
+  if (claims === undefined) throw new ConnectError(messages.invalidToken, Code.Unauthenticated);
   if (claims.role !== adminRole) {
-    throw new ConnectError(
-      `role ${adminRole} required (token role: ${claims.role})`,
-      Code.PermissionDenied,
-    );
+    throw new ConnectError(`role ${adminRole} required (token role: ${claims.role})`, Code.PermissionDenied);
   }
   return claims;
 }
@@ -80,10 +58,7 @@ export async function requireAdmin(
  * sessions, counters) and steer it (force-release a session, drain an instance). Role `admin`
  * only; every change is logged with the operator and the request id.
  */
-export function registerAdminService(
-  router: ConnectRouter,
-  options: AdminServiceOptions,
-): void {
+export function registerAdminService(router: ConnectRouter, options: AdminServiceOptions): void {
   const { store, pool, verifyToken } = options;
 
   const toSession = (lease: Lease): Session =>
@@ -97,15 +72,10 @@ export function registerAdminService(
       expireTime: timestampFromMs(lease.expiresAt),
     });
 
-  const toInstance = (
-    record: InstanceRecord,
-    leases: ReadonlyMap<string, Lease>,
-  ): Instance => {
+  const toInstance = (record: InstanceRecord, leases: ReadonlyMap<string, Lease>): Instance => {
     const lease = leases.get(record.address);
     const probe = pool.probeState(record.address);
-    const since =
-      lease?.createdAt ??
-      (record.freeSince > 0 ? record.freeSince : record.updatedAt);
+    const since = lease?.createdAt ?? (record.freeSince > 0 ? record.freeSince : record.updatedAt);
     return create(InstanceSchema, {
       address: record.address,
       podName: record.podName,
@@ -119,25 +89,17 @@ export function registerAdminService(
     });
   };
 
-  const leasesByAddress = () =>
-    new Map(store.leases().map((l) => [l.instanceAddress, l] as const));
+  const leasesByAddress = () => new Map(store.leases().map((l) => [l.instanceAddress, l] as const));
 
   /** An instance by address (`host:port`) or pod name. */
   const findInstance = (name: string): InstanceRecord => {
     const all = store.instances();
-    const found =
-      all.find((i) => i.address === name) ??
-      all.find((i) => i.podName !== "" && i.podName === name);
-    if (found === undefined)
-      throw new ConnectError(`instance ${name} not found`, Code.NotFound);
+    const found = all.find((i) => i.address === name) ?? all.find((i) => i.podName !== "" && i.podName === name);
+    if (found === undefined) throw new ConnectError(`instance ${name} not found`, Code.NotFound);
     return found;
   };
 
-  const setDraining = async (
-    instance: string,
-    draining: boolean,
-    context: HandlerContext,
-  ) => {
+  const setDraining = async (instance: string, draining: boolean, context: HandlerContext) => {
     const admin = await requireAdmin(verifyToken, context);
     const record = findInstance(instance);
     store.setDraining(record.address, draining);
@@ -151,10 +113,7 @@ export function registerAdminService(
       draining ? "admin: instance drained" : "admin: instance undrained",
     );
     return {
-      instance: toInstance(
-        store.instance(record.address) ?? record,
-        leasesByAddress(),
-      ),
+      instance: toInstance(store.instance(record.address) ?? record, leasesByAddress()),
     };
   };
 
@@ -175,15 +134,8 @@ export function registerAdminService(
         sessionId: request.sessionId,
       });
       const lease = store.get(request.sessionId);
-      const released =
-        lease === undefined
-          ? undefined
-          : store.release(lease.sessionId, lease.instanceAddress);
-      if (released === undefined)
-        throw new ConnectError(
-          `session ${request.sessionId} holds no lease`,
-          Code.NotFound,
-        );
+      const released = lease === undefined ? undefined : store.release(lease.sessionId, lease.instanceAddress);
+      if (released === undefined) throw new ConnectError(`session ${request.sessionId} holds no lease`, Code.NotFound);
       // The session's next call is told it moved (transfer metadata, reason `admin`).
       options.router.noteLostLease(released, "admin");
       options.onReleased?.(released);
@@ -195,16 +147,11 @@ export function registerAdminService(
         },
         "admin: session released; recycling its instance",
       );
-      const recycled = await pool.recycle(
-        released.instanceAddress,
-        released.sessionId,
-      );
+      const recycled = await pool.recycle(released.instanceAddress, released.sessionId);
       return { session: toSession(released), recycled };
     },
-    drainInstance: (request, context) =>
-      setDraining(request.instance, true, context),
-    undrainInstance: (request, context) =>
-      setDraining(request.instance, false, context),
+    drainInstance: (request, context) => setDraining(request.instance, true, context),
+    undrainInstance: (request, context) => setDraining(request.instance, false, context),
     async getPoolStats(_request, context) {
       await requireAdmin(verifyToken, context);
       const s = options.stats();

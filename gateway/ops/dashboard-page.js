@@ -32,11 +32,7 @@ async function call(service, method, body, auth = true) {
     body: JSON.stringify(body ?? {}),
   });
   const data = await res.json().catch(() => ({}));
-  if (!res.ok)
-    throw new RpcError(
-      data.code ?? "unknown",
-      data.message ?? `HTTP ${res.status}`,
-    );
+  if (!res.ok) throw new RpcError(data.code ?? "unknown", data.message ?? `HTTP ${res.status}`);
   return data;
 }
 
@@ -84,16 +80,9 @@ async function login(event) {
   const password = $("password").value;
   const sessionId = `dashboard-${crypto.randomUUID()}`;
   try {
-    const reply = await call(
-      "my_service.MyServiceAPI",
-      "Login",
-      { username, password, sessionId },
-      false,
-    );
+    const reply = await call("my_service.MyServiceAPI", "Login", { username, password, sessionId }, false);
     if (reply.role !== "admin") {
-      status(
-        `user ${username} has role ${reply.role}; the dashboard needs role admin`,
-      );
+      status(`user ${username} has role ${reply.role}; the dashboard needs role admin`);
       return;
     }
     token = reply.token;
@@ -138,33 +127,14 @@ function renderInstances(instances) {
     ...instances.map((i) => {
       const tr = el("tr");
       tr.dataset.address = i.address;
-      tr.dataset.state = (i.state ?? "INSTANCE_STATE_UNSPECIFIED").replace(
-        "INSTANCE_STATE_",
-        "",
-      );
+      tr.dataset.state = (i.state ?? "INSTANCE_STATE_UNSPECIFIED").replace("INSTANCE_STATE_", "");
       tr.dataset.session = i.sessionId ?? "";
-      tr.append(
-        el("td", i.podName || "?", "mono pod"),
-        el("td", i.address, "mono"),
-      );
+      tr.append(el("td", i.podName || "?", "mono pod"), el("td", i.address, "mono"));
       const state = el("td");
-      state.append(
-        el("span", tr.dataset.state, `state state-${tr.dataset.state}`),
-      );
+      state.append(el("span", tr.dataset.state, `state state-${tr.dataset.state}`));
       if (i.draining) state.append(el("span", "draining", "drain"));
-      tr.append(
-        state,
-        el("td", i.sessionId ?? "", "mono session"),
-        el("td", duration(since(i.since))),
-      );
-      tr.append(
-        el(
-          "td",
-          i.consecutiveFailures
-            ? `${i.consecutiveFailures} failed: ${i.lastError ?? ""}`
-            : "ok",
-        ),
-      );
+      tr.append(state, el("td", i.sessionId ?? "", "mono session"), el("td", duration(since(i.since))));
+      tr.append(el("td", i.consecutiveFailures ? `${i.consecutiveFailures} failed: ${i.lastError ?? ""}` : "ok"));
       const actions = el("td");
       const button = el("button", i.draining ? "Undrain" : "Drain");
       button.className = "drain-button";
@@ -189,23 +159,12 @@ function renderSessions(sessions) {
     ...sessions.map((s) => {
       const tr = el("tr");
       tr.dataset.session = s.sessionId;
-      tr.append(
-        el("td", s.sessionId, "mono session"),
-        el("td", s.owner),
-        el("td", s.podName, "mono pod"),
-      );
-      tr.append(
-        el("td", duration(since(s.createTime)), "age"),
-        el("td", `${duration(since(s.lastActivityTime))} ago`),
-      );
+      tr.append(el("td", s.sessionId, "mono session"), el("td", s.owner), el("td", s.podName, "mono pod"));
+      tr.append(el("td", duration(since(s.createTime)), "age"), el("td", `${duration(since(s.lastActivityTime))} ago`));
       tr.append(el("td", duration(until(s.expireTime))));
       const actions = el("td");
       const button = el("button", "Release", "danger release-button");
-      button.addEventListener("click", () =>
-        act("release", () =>
-          call(admin, "ReleaseSession", { sessionId: s.sessionId }),
-        ),
-      );
+      button.addEventListener("click", () => act("release", () => call(admin, "ReleaseSession", { sessionId: s.sessionId })));
       actions.append(button);
       tr.append(actions);
       return tr;
@@ -232,8 +191,7 @@ async function poll() {
     await refresh();
     if (!$("status").textContent.includes("failed")) status("");
   } catch (error) {
-    if (error.code === "unauthenticated")
-      return logout("session expired: log in again");
+    if (error.code === "unauthenticated") return logout("session expired: log in again");
     if (error.code === "permission_denied") return logout(error.message);
     status(`refresh failed: ${error.message}`);
   }

@@ -13,12 +13,7 @@ export interface DashboardResponse {
 }
 
 /** Paths the dashboard answers (GET and HEAD). `/` redirects to `/dashboard`. */
-export const dashboardPaths = [
-  "/",
-  "/dashboard",
-  "/dashboard/",
-  "/dashboard.js",
-] as const;
+export const dashboardPaths = ["/", "/dashboard", "/dashboard/", "/dashboard.js"] as const;
 
 const assets = {
   "/dashboard": { file: "dashboard.html", type: "text/html; charset=utf-8" },

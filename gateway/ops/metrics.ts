@@ -1,19 +1,9 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import {
-  Counter,
-  Gauge,
-  Histogram,
-  type Registry,
-  collectDefaultMetrics,
-} from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
 import type { InstanceRecord, Lease } from "../leases/lease-store.js";
 
 /** Outcome of one allocation attempt (`SessionRouter` option `onAllocation`). */
-export type AllocationResult =
-  | "acquired"
-  | "busy"
-  | "unavailable"
-  | "user-limit";
+export type AllocationResult = "acquired" | "busy" | "unavailable" | "user-limit";
 
 /** Outcome of one Login (`createLogin` option `onResult`). */
 export type LoginResult = "ok" | "invalid_argument" | "denied" | "throttled";
@@ -91,26 +81,10 @@ export function grpcCodeName(code: number): string {
   return grpcCodeNames[code] ?? "UNKNOWN";
 }
 
-const callBuckets = [
-  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
-  10, 30, 60, 300,
-];
-const allocationBuckets = [
-  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-  1,
-];
-const allocationResults: readonly AllocationResult[] = [
-  "acquired",
-  "busy",
-  "unavailable",
-  "user-limit",
-];
-const loginResults: readonly LoginResult[] = [
-  "ok",
-  "invalid_argument",
-  "denied",
-  "throttled",
-];
+const callBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+const allocationBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
+const allocationResults: readonly AllocationResult[] = ["acquired", "busy", "unavailable", "user-limit"];
+const loginResults: readonly LoginResult[] = ["ok", "invalid_argument", "denied", "throttled"];
 
 type InstanceCondition = "free" | "leased" | "recycling" | "unhealthy";
 
@@ -126,10 +100,7 @@ export function instanceCondition(instance: InstanceRecord): InstanceCondition {
  * counters and histograms are fed by the hooks; state gauges (active leases, lease age,
  * instance health) read the lease store in `collect()`, at scrape time only.
  */
-export function createGatewayMetrics(
-  registry: Registry,
-  options: GatewayMetricsOptions,
-): GatewayMetrics {
+export function createGatewayMetrics(registry: Registry, options: GatewayMetricsOptions): GatewayMetrics {
   const now = options.now ?? Date.now;
   const registers = [registry];
   if (options.defaultMetrics ?? true) {
@@ -209,8 +180,7 @@ export function createGatewayMetrics(
     }
     return snapshot;
   };
-  const podOf = (instances: InstanceRecord[], address: string) =>
-    instances.find((i) => i.address === address)?.podName ?? "";
+  const podOf = (instances: InstanceRecord[], address: string) => instances.find((i) => i.address === address)?.podName ?? "";
 
   new Gauge({
     name: "mygateway_active_leases",
@@ -295,9 +265,7 @@ export function createGatewayMetrics(
         ] as const,
     ),
   );
-  const loginChildren = new Map(
-    loginResults.map((r) => [r, logins.labels(r)] as const),
-  );
+  const loginChildren = new Map(loginResults.map((r) => [r, logins.labels(r)] as const));
   const callChildren = new Map<
     string,
     Array<
@@ -317,8 +285,7 @@ export function createGatewayMetrics(
     unhealthy: healthTransitions.labels("unhealthy"),
   };
   // Series exist at 0 from the start, so `increase()` and rate queries see the first event.
-  for (const r of ["acquired", "busy", "unavailable"] as const)
-    allocationChildren.get(r)?.count.inc(0);
+  for (const r of ["acquired", "busy", "unavailable"] as const) allocationChildren.get(r)?.count.inc(0);
   for (const r of ["ok", "denied"] as const) loginChildren.get(r)?.inc(0);
   recycleChildren.ok.inc(0);
 
@@ -334,10 +301,7 @@ export function createGatewayMetrics(
     leaseExpiries: 0,
     recycles: 0,
     proxiedCalls: 0,
-    logins: { ok: 0, invalid_argument: 0, denied: 0, throttled: 0 } as Record<
-      LoginResult,
-      number
-    >,
+    logins: { ok: 0, invalid_argument: 0, denied: 0, throttled: 0 } as Record<LoginResult, number>,
   };
 
   return {
@@ -421,22 +385,14 @@ export function createCallMetricsInterceptor(
   exclude: ReadonlySet<string> = new Set(["Login"]),
 ): Interceptor {
   return (next) => async (request) => {
-    if (
-      request.service.typeName !== serviceTypeName ||
-      exclude.has(request.method.name)
-    )
-      return next(request);
+    if (request.service.typeName !== serviceTypeName || exclude.has(request.method.name)) return next(request);
     const method = request.method.name;
     const started = performance.now();
     let response: Awaited<ReturnType<typeof next>>;
     try {
       response = await next(request);
     } catch (error) {
-      observe(
-        method,
-        ConnectError.from(error).code,
-        performance.now() - started,
-      );
+      observe(method, ConnectError.from(error).code, performance.now() - started);
       throw error;
     }
     if (!response.stream) {

@@ -1,21 +1,11 @@
-import {
-  type DescFile,
-  type DescMessage,
-  type DescService,
-  type MessageInitShape,
-  create,
-  toBinary,
-} from "@bufbuild/protobuf";
+import { create, type DescFile, type DescMessage, type DescService, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import * as v1 from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import * as v1alpha from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
 
 type Request = v1.ServerReflectionRequest | v1alpha.ServerReflectionRequest;
-type ResponseInit = Omit<
-  MessageInitShape<typeof v1.ServerReflectionResponseSchema>,
-  "originalRequest" | "$typeName"
->;
+type ResponseInit = Omit<MessageInitShape<typeof v1.ServerReflectionResponseSchema>, "originalRequest" | "$typeName">;
 
 /** Files and symbols the reflection service can describe, built once from the served services. */
 export interface ReflectionIndex {
@@ -30,9 +20,7 @@ export interface ReflectionIndex {
 }
 
 /** Indexes `services`, their files and every file those import (e.g. google/protobuf/timestamp.proto). */
-export function createReflectionIndex(
-  services: readonly DescService[],
-): ReflectionIndex {
+export function createReflectionIndex(services: readonly DescService[]): ReflectionIndex {
   const files = new Map<string, DescFile>();
   const symbols = new Map<string, DescFile>();
   const encoded = new Map<string, Uint8Array>();
@@ -48,8 +36,7 @@ export function createReflectionIndex(
     for (const dep of file.dependencies) addFile(dep);
     for (const service of file.services) {
       symbols.set(service.typeName, file);
-      for (const method of service.methods)
-        symbols.set(`${service.typeName}.${method.name}`, file);
+      for (const method of service.methods) symbols.set(`${service.typeName}.${method.name}`, file);
     }
     for (const message of file.messages) addMessage(file, message);
     for (const e of file.enums) symbols.set(e.typeName, file);
@@ -59,8 +46,7 @@ export function createReflectionIndex(
   return {
     services: services.map((s) => s.typeName).sort(),
     fileByName: (name) => files.get(name),
-    fileBySymbol: (symbol) =>
-      symbols.get(symbol.startsWith(".") ? symbol.slice(1) : symbol),
+    fileBySymbol: (symbol) => symbols.get(symbol.startsWith(".") ? symbol.slice(1) : symbol),
     encoded(file) {
       let bytes = encoded.get(file.proto.name);
       if (bytes === undefined) {
@@ -76,11 +62,7 @@ export function createReflectionIndex(
  * The reply to one reflection request. A file is sent with its transitive imports, skipping
  * imports this stream already sent (as grpc-go does); the requested file is always sent.
  */
-function answer(
-  index: ReflectionIndex,
-  request: Request,
-  sent: Set<string>,
-): ResponseInit {
+function answer(index: ReflectionIndex, request: Request, sent: Set<string>): ResponseInit {
   const notFound = (what: string): ResponseInit => ({
     messageResponse: {
       case: "errorResponse",
@@ -114,21 +96,15 @@ function answer(
       };
     case "fileByFilename": {
       const file = index.fileByName(r.value);
-      return file === undefined
-        ? notFound(`file ${r.value}`)
-        : withImports(file);
+      return file === undefined ? notFound(`file ${r.value}`) : withImports(file);
     }
     case "fileContainingSymbol": {
       const file = index.fileBySymbol(r.value);
-      return file === undefined
-        ? notFound(`symbol ${r.value}`)
-        : withImports(file);
+      return file === undefined ? notFound(`symbol ${r.value}`) : withImports(file);
     }
     case "fileContainingExtension":
       // None of the served files declares extensions.
-      return notFound(
-        `extension ${r.value.extensionNumber} of ${r.value.containingType}`,
-      );
+      return notFound(`extension ${r.value.extensionNumber} of ${r.value.containingType}`);
     case "allExtensionNumbersOfType":
       return index.fileBySymbol(r.value) === undefined
         ? notFound(`type ${r.value}`)
@@ -156,10 +132,7 @@ function answer(
  * the two reflection services themselves) from the generated file descriptors, so
  * `grpcurl -plaintext host:port list` and `describe` need no proto files.
  */
-export function registerReflectionService(
-  router: ConnectRouter,
-  services: readonly DescService[],
-): void {
+export function registerReflectionService(router: ConnectRouter, services: readonly DescService[]): void {
   const index = createReflectionIndex(services);
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {
@@ -179,9 +152,7 @@ export function registerReflectionService(
       const sent = new Set<string>();
       for await (const request of requests) {
         // The two versions have the same fields and numbers: only the package differs.
-        const init = answer(index, request, sent) as MessageInitShape<
-          typeof v1alpha.ServerReflectionResponseSchema
-        >;
+        const init = answer(index, request, sent) as MessageInitShape<typeof v1alpha.ServerReflectionResponseSchema>;
         yield create(v1alpha.ServerReflectionResponseSchema, {
           ...init,
           validHost: request.host,
@@ -193,7 +164,4 @@ export function registerReflectionService(
 }
 
 /** The reflection services, to list them among the served services. */
-export const reflectionServices: readonly DescService[] = [
-  v1.ServerReflection,
-  v1alpha.ServerReflection,
-];
+export const reflectionServices: readonly DescService[] = [v1.ServerReflection, v1alpha.ServerReflection];

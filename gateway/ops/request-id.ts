@@ -10,12 +10,6 @@ export const maxRequestIdLength = 128;
  */
 export function requestIdOf(headers: Headers): string {
   const given = headers.get("x-request-id");
-  if (
-    given !== null &&
-    given.length > 0 &&
-    given.length <= maxRequestIdLength &&
-    /^[\x21-\x7e]+$/.test(given)
-  )
-    return given;
+  if (given !== null && given.length > 0 && given.length <= maxRequestIdLength && /^[\x21-\x7e]+$/.test(given)) return given;
   return `${prefix}-c${++counter}`;
 }

@@ -4,8 +4,8 @@ import type { Logger } from "../../common/logger.js";
 import { issueToken } from "../../common/tokens.js";
 import {
   HealthCheckRequestSchema,
-  HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus,
+  HealthCheckResponseSchema,
 } from "../../gen/grpc/health/v1/health_pb.js";
 import { GetStatusResponseSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
 import type { InstanceStatus, Lease, LeaseStore } from "../leases/lease-store.js";
@@ -102,7 +102,8 @@ export class InstancePool {
   /** Number of instances this gateway's probes currently see healthy. */
   healthyCount(): number {
     let n = 0;
-    for (const address of this.known) if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
+    for (const address of this.known)
+      if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
     return n;
   }
 
@@ -236,7 +237,10 @@ export class InstancePool {
         // SPEC 4.7: kept out of the pool until recycled; recycle it (at most every 5 s).
         if (Date.now() - state.lastRecycleAt > 5000) {
           state.lastRecycleAt = Date.now();
-          logger.warn({ address, pod: status.podName, sessionId: outcome.unknownSession }, "instance holds a session no lease knows; recycling it");
+          logger.warn(
+            { address, pod: status.podName, sessionId: outcome.unknownSession },
+            "instance holds a session no lease knows; recycling it",
+          );
           void this.recycle(address, outcome.unknownSession);
         }
       }

@@ -1,4 +1,4 @@
-import { type Client, Code, ConnectError, type HandlerContext, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { EchoRequest, EchoResponse, ShutdownResponse } from "../../gen/my_service/my_service_pb.js";
 import { MyServiceAPI } from "../../gen/my_service/my_service_pb.js";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { GrpcFrameMeter, decodeGrpcMessage, encodeGrpcMessage, firstMessage, frameMessage } from "./grpc-frames.js";
+import { decodeGrpcMessage, encodeGrpcMessage, firstMessage, frameMessage, GrpcFrameMeter } from "./grpc-frames.js";
 
 function payload(length: number, seed = 1): Uint8Array {
   return Uint8Array.from({ length }, (_, i) => (i * 31 + seed) & 0xff);

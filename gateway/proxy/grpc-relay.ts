@@ -1,4 +1,4 @@
-import { type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream, constants } from "node:http2";
+import { type ClientHttp2Stream, constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
 import { grpcStatusOf, messages, retryTrailers } from "../errors.js";
@@ -13,7 +13,7 @@ import {
   type Transfer,
   transferHeaders,
 } from "../routing/session-router.js";
-import { GrpcFrameMeter, decodeGrpcMessage, encodeGrpcMessage } from "./grpc-frames.js";
+import { decodeGrpcMessage, encodeGrpcMessage, GrpcFrameMeter } from "./grpc-frames.js";
 import type { UpstreamPool } from "./upstream-pool.js";
 
 /** Paths the relay serves, by method. */
@@ -59,7 +59,9 @@ const requestPrefix = Math.random().toString(36).slice(2, 8);
  * limit. A call whose instance died before answering is moved and replayed once; an open
  * Subscribe continues from the new instance (SPEC 4.8).
  */
-export function createGrpcRelay(options: GrpcRelayOptions): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, method: ProxiedMethod) => void {
+export function createGrpcRelay(
+  options: GrpcRelayOptions,
+): (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, method: ProxiedMethod) => void {
   return (stream, headers, method) => {
     new RelayCall(options, stream, headers, method).start();
   };
@@ -134,7 +136,11 @@ class RelayCall {
     this.caller = caller;
     try {
       const route = this.o.router.route(this.method, caller);
-      if (route instanceof Promise) route.then((r) => this.send(caller, r), (e) => this.failWith(e));
+      if (route instanceof Promise)
+        route.then(
+          (r) => this.send(caller, r),
+          (e) => this.failWith(e),
+        );
       else this.send(caller, route);
     } catch (error) {
       this.failWith(error);

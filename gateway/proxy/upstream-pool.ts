@@ -80,7 +80,9 @@ export class UpstreamPool {
 
   /** A pooled connection to `address` that is up and identified (boot id known); never opens one. */
   identified(address: string): UpstreamConnection | undefined {
-    return this.pools.get(address)?.conns.find((c) => c.isConnected() && c.bootId !== undefined && !c.session.closed && !c.session.destroyed);
+    return this.pools
+      .get(address)
+      ?.conns.find((c) => c.isConnected() && c.bootId !== undefined && !c.session.closed && !c.session.destroyed);
   }
 
   private open(address: string, list: UpstreamConnection[]): UpstreamConnection {

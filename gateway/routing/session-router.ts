@@ -1,7 +1,7 @@
 import { Code } from "@connectrpc/connect";
 import { type AuthFailure, authenticateCall } from "../../common/metadata-auth.js";
 import type { TokenClaims, TokenVerifier } from "../../common/tokens.js";
-import { GatewayError, busyError, messages, unavailableError } from "../errors.js";
+import { busyError, GatewayError, messages, unavailableError } from "../errors.js";
 import { AcquireQueue } from "../leases/acquire-queue.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease, LeaseStore } from "../leases/lease-store.js";

@@ -35,8 +35,16 @@ export const gatewayErrorUnauthenticated: Scenario = {
         headers: { "session-id": sid, authorization: withBrokenSignature(session.token) },
         expected: invalidToken,
       },
-      { what: "session-id, token signed with another secret", headers: { "session-id": sid, authorization: foreign }, expected: invalidToken },
-      { what: "session-id, unsigned token (alg none)", headers: { "session-id": sid, authorization: unsignedToken(ctx, sid) }, expected: invalidToken },
+      {
+        what: "session-id, token signed with another secret",
+        headers: { "session-id": sid, authorization: foreign },
+        expected: invalidToken,
+      },
+      {
+        what: "session-id, unsigned token (alg none)",
+        headers: { "session-id": sid, authorization: unsignedToken(ctx, sid) },
+        expected: invalidToken,
+      },
       { what: "session-id, expired token", headers: { "session-id": sid, authorization: expired }, expected: invalidToken },
       {
         what: "session-id, token issued for another session",

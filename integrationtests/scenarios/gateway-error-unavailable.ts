@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CheckFailure, describeError, formatStatus, sleep } from "../context.js";
-import { type TestSession, callWithHeaders, echo, formatMs, login, messages, sessionHeaders, shutdown } from "../helpers.js";
+import { callWithHeaders, echo, formatMs, login, messages, sessionHeaders, shutdown, type TestSession } from "../helpers.js";
 import type { Scenario } from "../scenario.js";
 import { waitForInstancesRunning } from "../stack-control.js";
 
@@ -22,8 +22,10 @@ export const gatewayErrorUnavailable: Scenario = {
   controlsStack: true,
   async run(ctx) {
     const stack = ctx.stack();
-    await ctx.step(`Stack control: ${stack.describe()}`, () => stack.listInstances(), (list) =>
-      `→ ${list.map((i) => `${i.pod} ${i.state}`).join(", ")}`,
+    await ctx.step(
+      `Stack control: ${stack.describe()}`,
+      () => stack.listInstances(),
+      (list) => `→ ${list.map((i) => `${i.pod} ${i.state}`).join(", ")}`,
     );
     const leased = await login(ctx, "unavail-leased");
     await echo(ctx, leased, { waitForCapacity: true, title: "Echo: a session leases an instance before the outage" });

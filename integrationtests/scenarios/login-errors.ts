@@ -13,35 +13,25 @@ export const loginErrors: Scenario = {
     const call = (request: { username: string; password: string; sessionId: string }) =>
       client.login(request, { timeoutMs: callTimeoutMs });
 
-    await ctx.expectError(
-      "Login empty username",
-      { code: Code.InvalidArgument, message: messages.usernameRequired },
-      () => call({ username: "", password, sessionId }),
+    await ctx.expectError("Login empty username", { code: Code.InvalidArgument, message: messages.usernameRequired }, () =>
+      call({ username: "", password, sessionId }),
     );
-    await ctx.expectError(
-      "Login empty session_id",
-      { code: Code.InvalidArgument, message: messages.sessionIdRequired },
-      () => call({ username, password, sessionId: "" }),
+    await ctx.expectError("Login empty session_id", { code: Code.InvalidArgument, message: messages.sessionIdRequired }, () =>
+      call({ username, password, sessionId: "" }),
     );
     await ctx.expectError(
       "Login empty username and session_id (username is checked first)",
       { code: Code.InvalidArgument, message: messages.usernameRequired },
       () => call({ username: "", password: "", sessionId: "" }),
     );
-    await ctx.expectError(
-      "Login unknown user",
-      { code: Code.PermissionDenied, message: messages.badCredentials },
-      () => call({ username: `it-nobody-${sessionId}`, password, sessionId }),
+    await ctx.expectError("Login unknown user", { code: Code.PermissionDenied, message: messages.badCredentials }, () =>
+      call({ username: `it-nobody-${sessionId}`, password, sessionId }),
     );
-    await ctx.expectError(
-      "Login wrong password",
-      { code: Code.PermissionDenied, message: messages.badCredentials },
-      () => call({ username, password: `${password}-wrong`, sessionId }),
+    await ctx.expectError("Login wrong password", { code: Code.PermissionDenied, message: messages.badCredentials }, () =>
+      call({ username, password: `${password}-wrong`, sessionId }),
     );
-    await ctx.expectError(
-      "Login empty password",
-      { code: Code.PermissionDenied, message: messages.badCredentials },
-      () => call({ username, password: "", sessionId }),
+    await ctx.expectError("Login empty password", { code: Code.PermissionDenied, message: messages.badCredentials }, () =>
+      call({ username, password: "", sessionId }),
     );
     await ctx.expectError(
       "Login empty session_id with wrong password (session_id is checked before credentials)",

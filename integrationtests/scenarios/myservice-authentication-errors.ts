@@ -9,7 +9,8 @@ import type { Scenario } from "../scenario.js";
  */
 export const myserviceAuthenticationErrors: Scenario = {
   name: "myservice_authentication_errors",
-  description: "no metadata, garbage token, expired token, token of another session, no session-id → UNAUTHENTICATED on Echo, Subscribe and Shutdown",
+  description:
+    "no metadata, garbage token, expired token, token of another session, no session-id → UNAUTHENTICATED on Echo, Subscribe and Shutdown",
   async run(ctx) {
     const session = await login(ctx, "auth");
     const other = await login(ctx, "auth-other");

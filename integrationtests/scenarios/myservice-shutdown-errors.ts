@@ -129,7 +129,8 @@ async function directInstanceChecks(
     await ctx.expectError(
       `Direct to ${candidate.pod} (free): Shutdown for session B`,
       { code: Code.PermissionDenied, message: messages.sessionNotSet },
-      () => createClient(MyServiceAPI, transport).myServiceShutdown({}, { headers: sessionHeaders(b), timeoutMs: ctx.options.callTimeoutMs }),
+      () =>
+        createClient(MyServiceAPI, transport).myServiceShutdown({}, { headers: sessionHeaders(b), timeoutMs: ctx.options.callTimeoutMs }),
     );
     return;
   }

@@ -1,6 +1,6 @@
 import { Code } from "@connectrpc/connect";
 import { CheckFailure } from "../context.js";
-import { type TestSession, callWithHeaders, echo, login, messages, sessionHeaders } from "../helpers.js";
+import { callWithHeaders, echo, login, messages, sessionHeaders, type TestSession } from "../helpers.js";
 import type { Scenario } from "../scenario.js";
 
 /**
@@ -41,8 +41,6 @@ export const noInstancesAvailable: Scenario = {
       () => callWithHeaders(ctx, extra.client, "MyServiceShutdown", sessionHeaders(extra)),
     );
     for (const s of holders) await echo(ctx, s, { expectPod: s.pod, title: `Echo: ${s.label} still on ${s.pod}` });
-    ctx.note(
-      `leaves ${n} sessions leased on purpose: ${holders.map((s) => `${s.id} on ${s.pod}`).join(", ")}`,
-    );
+    ctx.note(`leaves ${n} sessions leased on purpose: ${holders.map((s) => `${s.id} on ${s.pod}`).join(", ")}`);
   },
 };

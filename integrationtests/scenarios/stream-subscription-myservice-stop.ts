@@ -1,16 +1,7 @@
-import type { EchoResponse } from "../../gen/my_service/my_service_pb.js";
 import { ConnectError } from "@connectrpc/connect";
+import type { EchoResponse } from "../../gen/my_service/my_service_pb.js";
 import { CheckFailure, formatStatus } from "../context.js";
-import {
-  checkEchoReply,
-  echo,
-  expectStreamMessage,
-  formatMs,
-  login,
-  shutdown,
-  streamMessageTimeoutMs,
-  subscribe,
-} from "../helpers.js";
+import { checkEchoReply, echo, expectStreamMessage, formatMs, login, shutdown, streamMessageTimeoutMs, subscribe } from "../helpers.js";
 import type { Scenario } from "../scenario.js";
 import { waitForInstancesRunning } from "../stack-control.js";
 
@@ -21,17 +12,17 @@ export const streamSubscriptionMyserviceStop: Scenario = {
   controlsStack: true,
   async run(ctx) {
     const stack = ctx.stack();
-    await ctx.step(`Stack control: ${stack.describe()}`, () => stack.listInstances(), (list) =>
-      `→ ${list.map((i) => `${i.pod} ${i.state}`).join(", ")}`,
+    await ctx.step(
+      `Stack control: ${stack.describe()}`,
+      () => stack.listInstances(),
+      (list) => `→ ${list.map((i) => `${i.pod} ${i.state}`).join(", ")}`,
     );
     const session = await login(ctx, "stream-stop");
     const { sub, first } = await subscribe(ctx, session, { waitForCapacity: true });
     const pod = first.podName;
     try {
       await expectStreamMessage(ctx, session, sub, { index: 1, pod, timeoutMs: streamMessageTimeoutMs(ctx) });
-      ctx.onRestore("Every instance is running again", () =>
-        waitForInstancesRunning(stack, ctx.options.instances, 30_000),
-      );
+      ctx.onRestore("Every instance is running again", () => waitForInstancesRunning(stack, ctx.options.instances, 30_000));
       await ctx.step(`Kill pod ${pod} (SIGKILL)`, async () => {
         await stack.killInstanceByPod(pod);
         ctx.recycled += 1;
@@ -46,7 +37,8 @@ export const streamSubscriptionMyserviceStop: Scenario = {
           const deadline = Date.now() + boundMs;
           for (;;) {
             const left = deadline - Date.now();
-            if (left <= 0) throw new CheckFailure(`no message from another pod within ${formatMs(boundMs)}`, "a message from a new pod", "none");
+            if (left <= 0)
+              throw new CheckFailure(`no message from another pod within ${formatMs(boundMs)}`, "a message from a new pod", "none");
             let message: EchoResponse;
             try {
               message = await sub.next(left);

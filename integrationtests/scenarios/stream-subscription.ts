@@ -11,7 +11,9 @@ export const streamSubscription: Scenario = {
     const pod = first.podName;
     try {
       const timeoutMs = streamMessageTimeoutMs(ctx);
-      ctx.note(`stream interval ${formatMs(ctx.options.subscribeIntervalMs)} (--subscribe-interval-ms); waiting up to ${formatMs(timeoutMs)} per message`);
+      ctx.note(
+        `stream interval ${formatMs(ctx.options.subscribeIntervalMs)} (--subscribe-interval-ms); waiting up to ${formatMs(timeoutMs)} per message`,
+      );
       for (const index of [1, 2]) await expectStreamMessage(ctx, session, sub, { index, pod, timeoutMs });
       await ctx.step("Cancel the stream", async () => sub.cancel());
       await echo(ctx, session, { expectPod: pod, title: "Echo after the cancel (same session, same pod)" });

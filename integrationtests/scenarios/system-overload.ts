@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { CheckFailure, describeError, formatStatus } from "../context.js";
-import { type TestSession, checkEchoReply, login, messages, sessionHeaders, shutdown } from "../helpers.js";
+import { checkEchoReply, login, messages, sessionHeaders, shutdown, type TestSession } from "../helpers.js";
 import type { Scenario } from "../scenario.js";
 
 /**
@@ -15,26 +15,35 @@ export const systemOverload: Scenario = {
     const n = ctx.options.instances;
     const sessions: TestSession[] = [];
     for (let i = 1; i <= n + 1; i++) sessions.push(await login(ctx, `overload-${i}`));
-    const outcomes = await ctx.step(`${n + 1} concurrent Echo calls`, async () => {
-      const settled = await Promise.allSettled(
-        sessions.map(async (s) => {
-          const value = `${s.label}-concurrent`;
-          const reply = await s.client.myServiceEcho({ value }, { headers: sessionHeaders(s), timeoutMs: ctx.options.callTimeoutMs });
-          ctx.leased(s);
-          s.pod = reply.podName;
-          checkEchoReply(reply, { value, sessionId: s.id, index: 0, method: "MyServiceEcho" });
-          return reply.podName;
-        }),
-      );
-      return settled;
-    }, (all) => `→ ${all.filter((o) => o.status === "fulfilled").length} leased, ${all.filter((o) => o.status === "rejected").length} refused`);
+    const outcomes = await ctx.step(
+      `${n + 1} concurrent Echo calls`,
+      async () => {
+        const settled = await Promise.allSettled(
+          sessions.map(async (s) => {
+            const value = `${s.label}-concurrent`;
+            const reply = await s.client.myServiceEcho({ value }, { headers: sessionHeaders(s), timeoutMs: ctx.options.callTimeoutMs });
+            ctx.leased(s);
+            s.pod = reply.podName;
+            checkEchoReply(reply, { value, sessionId: s.id, index: 0, method: "MyServiceEcho" });
+            return reply.podName;
+          }),
+        );
+        return settled;
+      },
+      (all) =>
+        `→ ${all.filter((o) => o.status === "fulfilled").length} leased, ${all.filter((o) => o.status === "rejected").length} refused`,
+    );
 
     const pods: string[] = [];
     let refused = 0;
     for (const [i, outcome] of outcomes.entries()) {
       const title = `Client ${i + 1} (${sessions[i]?.id})`;
       if (outcome.status === "fulfilled") {
-        await ctx.step(title, async () => outcome.value, (pod) => `→ pod ${pod}`);
+        await ctx.step(
+          title,
+          async () => outcome.value,
+          (pod) => `→ pod ${pod}`,
+        );
         pods.push(outcome.value);
         continue;
       }
@@ -43,7 +52,11 @@ export const systemOverload: Scenario = {
         title,
         async () => {
           if (!(error instanceof ConnectError) || error.code !== Code.ResourceExhausted || error.rawMessage !== messages.allBusy) {
-            throw new CheckFailure("a refused call must be RESOURCE_EXHAUSTED", formatStatus(Code.ResourceExhausted, messages.allBusy), describeError(error));
+            throw new CheckFailure(
+              "a refused call must be RESOURCE_EXHAUSTED",
+              formatStatus(Code.ResourceExhausted, messages.allBusy),
+              describeError(error),
+            );
           }
         },
         () => `→ ${formatStatus(Code.ResourceExhausted, messages.allBusy)}`,
@@ -53,7 +66,8 @@ export const systemOverload: Scenario = {
     await ctx.step(
       "At least one client refused, at least one served, served ones on distinct pods",
       async () => {
-        if (refused === 0) throw new CheckFailure("no client was refused", `at least 1 of ${n + 1} refused`, `all ${n + 1} served on ${pods.join(", ")}`);
+        if (refused === 0)
+          throw new CheckFailure("no client was refused", `at least 1 of ${n + 1} refused`, `all ${n + 1} served on ${pods.join(", ")}`);
         if (pods.length === 0) throw new CheckFailure("no client was served", "at least 1 served", "none");
         if (new Set(pods).size !== pods.length) throw new CheckFailure("two clients share a pod", "distinct pods", pods.join(", "));
         if (pods.length > n) throw new CheckFailure("more clients served than instances", `≤ ${n}`, String(pods.length));

@@ -7,16 +7,16 @@ import crypto from "node:crypto";
 import { syncBuiltinESMExports } from "node:module";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { devJwtSecret } from "../../common/dev-defaults.js";
 import { createLogger } from "../../common/logger.js";
 import { createLogin } from "../../gateway/auth/login-service.js";
 import { LoginThrottle } from "../../gateway/auth/login-throttle.js";
 import { loadUserStore } from "../../gateway/auth/user-store.js";
-import { create } from "@bufbuild/protobuf";
 import { LoginRequestSchema } from "../../gen/my_service/my_service_pb.js";
 import { repoRoot } from "../../scripts/up-control-client.js";
-import { type GatewayClient, errorOf, gatewayClient, retryHintOf } from "../e2e-client.js";
+import { errorOf, type GatewayClient, gatewayClient, retryHintOf } from "../e2e-client.js";
 import { type Stack, startStack } from "../stack.js";
 import { figure, mintHeaders, outcome, settle, usersFile } from "./helpers.js";
 
@@ -25,7 +25,11 @@ const logger = createLogger({ name: "test", level: "silent", format: "json" });
 describe("LoginThrottle", () => {
   it("refuses a user after N failures within the window, with a retry hint, and forgets them after it", () => {
     let now = 1_000_000;
-    const t = new LoginThrottle({ perUser: { maxFailures: 3, windowMs: 60_000 }, perPeer: { maxFailures: 0, windowMs: 1000 }, now: () => now });
+    const t = new LoginThrottle({
+      perUser: { maxFailures: 3, windowMs: 60_000 },
+      perPeer: { maxFailures: 0, windowMs: 1000 },
+      now: () => now,
+    });
     for (let i = 0; i < 3; i++) {
       const d = t.begin("alice", "1.2.3.4");
       assert.ok(d.allowed);
@@ -41,7 +45,11 @@ describe("LoginThrottle", () => {
 
   it("refuses a peer after N failures across usernames; a success does not reset the peer", () => {
     let now = 0;
-    const t = new LoginThrottle({ perUser: { maxFailures: 100, windowMs: 60_000 }, perPeer: { maxFailures: 5, windowMs: 10_000 }, now: () => now });
+    const t = new LoginThrottle({
+      perUser: { maxFailures: 100, windowMs: 60_000 },
+      perPeer: { maxFailures: 5, windowMs: 10_000 },
+      now: () => now,
+    });
     for (let i = 0; i < 5; i++) {
       const d = t.begin(`user-${i}`, "9.9.9.9");
       assert.ok(d.allowed);
@@ -74,7 +82,10 @@ describe("LoginThrottle", () => {
   it("lets a user with no failures log in many sessions in parallel", () => {
     const t = new LoginThrottle({ perUser: { maxFailures: 5, windowMs: 60_000 }, perPeer: { maxFailures: 20, windowMs: 60_000 } });
     const parallel = Array.from({ length: 12 }, () => t.begin("TestUser", "127.0.0.1"));
-    assert.ok(parallel.every((d) => d.allowed), "12 parallel logins with no failure are all admitted");
+    assert.ok(
+      parallel.every((d) => d.allowed),
+      "12 parallel logins with no failure are all admitted",
+    );
     for (const d of parallel) if (d.allowed) d.attempt.succeeded();
     assert.ok(t.begin("TestUser", "127.0.0.1").allowed);
   });
@@ -94,8 +105,19 @@ describe("Login: the same scrypt work for unknown users and wrong passwords", ()
     const calls: { N: number; r: number; p: number; saltBytes: number }[] = [];
     const original = crypto.scrypt;
     // Count every scrypt call of the password check (the module imports it by name: sync the binding).
-    (crypto as { scrypt: unknown }).scrypt = (password: unknown, salt: Buffer, keylen: number, options: crypto.ScryptOptions, cb: unknown) => {
-      calls.push({ N: options.N ?? options.cost ?? 0, r: options.r ?? options.blockSize ?? 0, p: options.p ?? options.parallelization ?? 0, saltBytes: salt.length });
+    (crypto as { scrypt: unknown }).scrypt = (
+      password: unknown,
+      salt: Buffer,
+      keylen: number,
+      options: crypto.ScryptOptions,
+      cb: unknown,
+    ) => {
+      calls.push({
+        N: options.N ?? options.cost ?? 0,
+        r: options.r ?? options.blockSize ?? 0,
+        p: options.p ?? options.parallelization ?? 0,
+        saltBytes: salt.length,
+      });
       return (original as (...a: unknown[]) => void)(password, salt, keylen, options, cb);
     };
     syncBuiltinESMExports();
@@ -186,8 +208,16 @@ describe("abuse against the real gateway", () => {
     const third = await outcome(client.api.myServiceEcho({ value: "3" }, { headers: mine[2]! }));
     assert.equal(third.code, Code.ResourceExhausted);
     assert.equal(third.message, "user TestUser already holds 2 sessions (the per-user limit)");
-    assert.equal((await outcome(client.api.myServiceEcho({ value: "o" }, { headers: other }))).code, 0, "another user still gets the free instance");
-    assert.equal((await outcome(client.api.myServiceEcho({ value: "1" }, { headers: mine[0]! }))).code, 0, "existing sessions keep working");
+    assert.equal(
+      (await outcome(client.api.myServiceEcho({ value: "o" }, { headers: other }))).code,
+      0,
+      "another user still gets the free instance",
+    );
+    assert.equal(
+      (await outcome(client.api.myServiceEcho({ value: "1" }, { headers: mine[0]! }))).code,
+      0,
+      "existing sessions keep working",
+    );
     for (const h of [mine[0]!, mine[1]!, other]) await client.api.myServiceShutdown({}, { headers: h });
     figure("abuse: MAX_SESSIONS_PER_USER=2: 3rd session of one user RESOURCE_EXHAUSTED, other user unaffected");
   });
@@ -196,7 +226,13 @@ describe("abuse against the real gateway", () => {
 describe("production mode", () => {
   function startGateway(env: Record<string, string>): Promise<{ code: number | null; stderr: string }> {
     return new Promise((resolve) => {
-      const childEnv: Record<string, string | undefined> = { ...process.env, MYSERVICE_ADDRESSES: "127.0.0.1:1", SERVICE_PORT_GRPC: "0", LEASE_DB_PATH: ":memory:", ...env };
+      const childEnv: Record<string, string | undefined> = {
+        ...process.env,
+        MYSERVICE_ADDRESSES: "127.0.0.1:1",
+        SERVICE_PORT_GRPC: "0",
+        LEASE_DB_PATH: ":memory:",
+        ...env,
+      };
       delete childEnv.NODE_TEST_CONTEXT;
       const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gateway", "main.ts")], { cwd: repoRoot, env: childEnv });
       let stderr = "";
@@ -224,6 +260,8 @@ describe("production mode", () => {
     assert.equal(badCap.code, 2, badCap.stderr);
     assert.match(badCap.stderr, /MAX_SESSIONS_PER_USER="-1"/);
     assert.match(badCap.stderr, /LOGIN_MAX_FAILURES_PER_USER="many"/);
-    figure("abuse: NODE_ENV=production with the development secret/users: exit 2 with both problems named; invalid MAX_SESSIONS_PER_USER / LOGIN_MAX_FAILURES_PER_USER: exit 2");
+    figure(
+      "abuse: NODE_ENV=production with the development secret/users: exit 2 with both problems named; invalid MAX_SESSIONS_PER_USER / LOGIN_MAX_FAILURES_PER_USER: exit 2",
+    );
   });
 });

@@ -59,7 +59,9 @@ describe("bad input", () => {
       await settle(stack, 5000);
     } catch (error) {
       const db = checkDatabase(join(stack.dataDir, "leases.db"));
-      figure(`bad-input: not every instance free before a test (${String(error)}); leases: ${JSON.stringify(db.leases.map((l) => [l.session_id.slice(0, 24), l.pod_name]))}`);
+      figure(
+        `bad-input: not every instance free before a test (${String(error)}); leases: ${JSON.stringify(db.leases.map((l) => [l.session_id.slice(0, 24), l.pod_name]))}`,
+      );
     }
   });
 
@@ -118,7 +120,13 @@ describe("bad input", () => {
     assert.equal(claimed.grpcStatus, Code.ResourceExhausted, JSON.stringify(claimed));
     assert.match(claimed.grpcMessage ?? "", /larger than max \(4294967295 vs\. 1048576\)/);
     // Several messages on a unary call, each under the limit, together over it.
-    const many = await rawCall(stack.gatewayUrl, echoPath, h, Array.from({ length: 3 }, () => grpcFrame(Buffer.alloc(limit - 10))), { timeoutMs: 10_000 });
+    const many = await rawCall(
+      stack.gatewayUrl,
+      echoPath,
+      h,
+      Array.from({ length: 3 }, () => grpcFrame(Buffer.alloc(limit - 10))),
+      { timeoutMs: 10_000 },
+    );
     assert.equal(many.grpcStatus, Code.ResourceExhausted, JSON.stringify({ ...many, body: many.body.length }));
     // Login and the Connect protocol (HTTP/1.1) have the same limit.
     const login = await outcome(client.api.login({ username: "u".repeat(limit + 10), password: "p", sessionId: "s" }));
@@ -164,12 +172,16 @@ describe("bad input", () => {
     const absurd = await absurdSignedTokens(stack.jwtSecret, `${id}-absurd`);
     const verdicts: string[] = [];
     for (const [name, token] of absurd) {
-      const r = await outcome(client.api.myServiceEcho({ value: "x" }, { headers: { "session-id": `${id}-absurd`, authorization: token } }));
+      const r = await outcome(
+        client.api.myServiceEcho({ value: "x" }, { headers: { "session-id": `${id}-absurd`, authorization: token } }),
+      );
       verdicts.push(`${name}: ${r.code === 0 ? "accepted" : `${Code[r.code]} ${r.message}`}`);
       if (r.code === 0) await client.api.myServiceShutdown({}, { headers: { "session-id": `${id}-absurd`, authorization: token } });
       tally();
     }
-    figure(`bad-input: ${cases.length} hostile tokens x (raw, Bearer, Connect) refused; absurd-exp tokens signed with the real secret: ${verdicts.join("; ")}`);
+    figure(
+      `bad-input: ${cases.length} hostile tokens x (raw, Bearer, Connect) refused; absurd-exp tokens signed with the real secret: ${verdicts.join("; ")}`,
+    );
     await stillServing("tokens");
   });
 
@@ -216,7 +228,9 @@ describe("bad input", () => {
       const r = await rawCall(stack.gatewayUrl, echoPath, headers, [grpcFrame(echoRequest("m"))], { timeoutMs: 8000 });
       assert.ok(!r.timedOut, `${name}: no hang`);
       assert.notEqual(r.grpcStatus, 0, `${name}: not served`);
-      seen.push(`${name}=${r.grpcStatus ?? (r.rstCode !== undefined ? `rst ${r.rstCode}` : r.error)}${r.error ? ` (${r.error.slice(0, 40)})` : ""}`);
+      seen.push(
+        `${name}=${r.grpcStatus ?? (r.rstCode !== undefined ? `rst ${r.rstCode}` : r.error)}${r.error ? ` (${r.error.slice(0, 40)})` : ""}`,
+      );
       tally();
     }
     // Login with hostile session ids (in the message body, where anything can be sent).
@@ -239,7 +253,11 @@ describe("bad input", () => {
     // Half-open and slowloris connections run in the background meanwhile: the front door must
     // close every connection that does not say which protocol it speaks within 10 s.
     const idle = Array.from({ length: 50 }, () => rawSocket(port, [], { timeoutMs: 15_000 }));
-    const slowloris = rawSocket(port, [..."PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"].map((c) => Buffer.from(c)), { delayMs: 1000, timeoutMs: 15_000 });
+    const slowloris = rawSocket(
+      port,
+      [..."PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"].map((c) => Buffer.from(c)),
+      { delayMs: 1000, timeoutMs: 15_000 },
+    );
     const results: string[] = [];
     for (let i = 0; i < 20; i++) {
       const r = await rawSocket(port, [rnd.bytes(1 + rnd.int(4096))], { timeoutMs: 5000 });
@@ -275,7 +293,9 @@ describe("bad input", () => {
     assert.equal(smuggle.status, "400", "CL + TE is refused");
     const badVersion = await h1("GET / HTTP/9.9\r\n\r\n");
     assert.ok(badVersion.closedByServer);
-    results.push(`gRPC over HTTP/1.1 -> ${grpcOverH1.status} + grpc-status 16, GET -> ${get.status}, 100 KB header -> ${bigHeader.status}, CL+TE -> ${smuggle.status}, HTTP/9.9 -> ${badVersion.status ?? "closed"}`);
+    results.push(
+      `gRPC over HTTP/1.1 -> ${grpcOverH1.status} + grpc-status 16, GET -> ${get.status}, 100 KB header -> ${bigHeader.status}, CL+TE -> ${smuggle.status}, HTTP/9.9 -> ${badVersion.status ?? "closed"}`,
+    );
     // Half-open: part of the preface, then FIN.
     const half = await rawSocket(port, [preface.subarray(0, 10)], { end: true, timeoutMs: 5000 });
     assert.ok(half.closedByServer, "half-open after FIN: closed");
@@ -287,13 +307,25 @@ describe("bad input", () => {
       assert.ok(i < 40, "lease for the slow client");
       await sleep(250);
     }
-    const slow = await rawCall(stack.gatewayUrl, echoPath, h, [...frame].map((b) => Buffer.from([b])), { chunkDelayMs: 150, timeoutMs: 15_000 });
+    const slow = await rawCall(
+      stack.gatewayUrl,
+      echoPath,
+      h,
+      [...frame].map((b) => Buffer.from([b])),
+      { chunkDelayMs: 150, timeoutMs: 15_000 },
+    );
     assert.equal(slow.grpcStatus, 0, JSON.stringify({ ...slow, body: undefined }));
     tally();
     // A slow reader: a Subscribe whose client never reads, next to normal traffic.
     const lazy = http2.connect(stack.gatewayUrl, { settings: { initialWindowSize: 16 } });
     lazy.on("error", () => {});
-    const lazyStream = lazy.request({ ":method": "POST", ":path": "/my_service.MyServiceAPI/MyServiceSubscribe", "content-type": "application/grpc", te: "trailers", ...h });
+    const lazyStream = lazy.request({
+      ":method": "POST",
+      ":path": "/my_service.MyServiceAPI/MyServiceSubscribe",
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...h,
+    });
     lazyStream.on("error", () => {});
     lazyStream.end(grpcFrame(echoRequest("lazy")));
     lazyStream.pause();
@@ -302,7 +334,10 @@ describe("bad input", () => {
     await outcome(client.api.myServiceShutdown({}, { headers: h }));
     tally();
     const idleDone = await Promise.all(idle);
-    assert.ok(idleDone.every((r) => r.closedByServer && r.ms < 13_000), `idle connections closed: ${idleDone.map((r) => r.ms).join(",")}`);
+    assert.ok(
+      idleDone.every((r) => r.closedByServer && r.ms < 13_000),
+      `idle connections closed: ${idleDone.map((r) => r.ms).join(",")}`,
+    );
     const loris = await slowloris;
     assert.ok(loris.closedByServer && loris.ms < 13_000, `slowloris closed after ${loris.ms} ms`);
     tally(51);
@@ -321,7 +356,14 @@ describe("bad input", () => {
     );
     const floodCodes: Record<string, number> = {};
     for (const r of flood) {
-      const k = r.grpcStatus !== undefined ? `grpc ${r.grpcStatus}` : r.rstCode !== undefined ? `rst ${r.rstCode}` : r.timedOut ? "timeout" : `error`;
+      const k =
+        r.grpcStatus !== undefined
+          ? `grpc ${r.grpcStatus}`
+          : r.rstCode !== undefined
+            ? `rst ${r.rstCode}`
+            : r.timedOut
+              ? "timeout"
+              : `error`;
       floodCodes[k] = (floodCodes[k] ?? 0) + 1;
     }
     assert.equal(floodCodes.timeout, undefined, JSON.stringify(floodCodes));
@@ -352,72 +394,80 @@ describe("bad input", () => {
     tally(5000);
     // 200 idle HTTP/2 sessions (preface and SETTINGS only).
     const idle = await Promise.all(
-      Array.from({ length: 200 }, () => new Promise<http2.ClientHttp2Session>((resolve) => {
-        const s = http2.connect(stack.gatewayUrl);
-        s.on("error", () => {});
-        s.once("connect", () => resolve(s));
-        s.once("close", () => resolve(s));
-      })),
+      Array.from(
+        { length: 200 },
+        () =>
+          new Promise<http2.ClientHttp2Session>((resolve) => {
+            const s = http2.connect(stack.gatewayUrl);
+            s.on("error", () => {});
+            s.once("connect", () => resolve(s));
+            s.once("close", () => resolve(s));
+          }),
+      ),
     );
     const rssIdle = rssKb(pid);
     await stillServing("h2 abuse");
     for (const s of idle) s.destroy();
     tally(200);
-    figure(`bad-input: 1,500 streams on one connection -> ${JSON.stringify(floodCodes)}; 5,000 rapid resets; 200 idle h2 sessions (RSS with them ${Math.round(rssIdle / 1024)} MB)`);
+    figure(
+      `bad-input: 1,500 streams on one connection -> ${JSON.stringify(floodCodes)}; 5,000 rapid resets; 200 idle h2 sessions (RSS with them ${Math.round(rssIdle / 1024)} MB)`,
+    );
   });
 
-  it(
-    "releases the lease on Shutdown of a session whose first call was cancelled before reaching its instance",
-    async () => {
-      const h = await mintHeaders(stack.jwtSecret, `cancelled-${Date.now()}`);
-      // HEADERS only: the gateway routes (acquires the lease), the request body never comes, then a cancel.
-      const session = http2.connect(stack.gatewayUrl);
-      session.on("error", () => {});
-      const stream = session.request({ ":method": "POST", ":path": echoPath, "content-type": "application/grpc", te: "trailers", ...h });
-      stream.on("error", () => {});
-      await sleep(300);
-      stream.close(http2.constants.NGHTTP2_CANCEL);
-      await sleep(200);
-      session.destroy();
-      const leased = checkDatabase(join(stack.dataDir, "leases.db")).leases.some((l) => l.session_id === h["session-id"]);
-      const down = await outcome(client.api.myServiceShutdown({}, { headers: h }));
-      const after = checkDatabase(join(stack.dataDir, "leases.db")).leases.some((l) => l.session_id === h["session-id"]);
-      figure(`bad-input: cancelled first call: leased=${leased}; Shutdown -> ${Code[down.code] ?? down.code} ${down.message}; lease still held after Shutdown=${after}`);
-      tally();
-      assert.ok(!after, "the lease is released (or never taken)");
-    },
-  );
+  it("releases the lease on Shutdown of a session whose first call was cancelled before reaching its instance", async () => {
+    const h = await mintHeaders(stack.jwtSecret, `cancelled-${Date.now()}`);
+    // HEADERS only: the gateway routes (acquires the lease), the request body never comes, then a cancel.
+    const session = http2.connect(stack.gatewayUrl);
+    session.on("error", () => {});
+    const stream = session.request({ ":method": "POST", ":path": echoPath, "content-type": "application/grpc", te: "trailers", ...h });
+    stream.on("error", () => {});
+    await sleep(300);
+    stream.close(http2.constants.NGHTTP2_CANCEL);
+    await sleep(200);
+    session.destroy();
+    const leased = checkDatabase(join(stack.dataDir, "leases.db")).leases.some((l) => l.session_id === h["session-id"]);
+    const down = await outcome(client.api.myServiceShutdown({}, { headers: h }));
+    const after = checkDatabase(join(stack.dataDir, "leases.db")).leases.some((l) => l.session_id === h["session-id"]);
+    figure(
+      `bad-input: cancelled first call: leased=${leased}; Shutdown -> ${Code[down.code] ?? down.code} ${down.message}; lease still held after Shutdown=${after}`,
+    );
+    tally();
+    assert.ok(!after, "the lease is released (or never taken)");
+  });
 
-  it(
-    "counts compressed messages against the limit too (a gzip bomb must not pass)",
-    async () => {
-      const h = await mintHeaders(stack.jwtSecret, `gzip-${Date.now()}`);
-      const { gzipSync } = await import("node:zlib");
-      // 64 MiB EchoRequest, ~64 KiB on the wire.
-      const inflated = echoRequest("a".repeat(64 << 20));
-      const compressed = gzipSync(inflated);
-      const frame = grpcFrame(compressed);
-      frame[0] = 1;
-      const r = await rawCall(stack.gatewayUrl, echoPath, { ...h, "grpc-encoding": "gzip", "grpc-accept-encoding": "gzip" }, [frame], { timeoutMs: 20_000 });
-      figure(
-        `bad-input: gzip bomb request (${compressed.length} bytes on the wire, ${inflated.length} inflated, limit ${limit}) -> grpc-status ${r.grpcStatus} ${r.grpcMessage ?? ""} (${r.body.length} response bytes)`,
-      );
-      tally();
-      // Response side: a client that accepts gzip gets a reply over the limit compressed.
-      const back = await outcome(client.api.myServiceEcho({ value: "y".repeat(limit - 20) }, { headers: h }));
-      figure(`bad-input: ${limit - 20}-byte Echo answered through a ${limit}-byte limit when gzip is accepted -> code ${back.code}`);
-      tally();
-      await outcome(client.api.myServiceShutdown({}, { headers: h }));
-      assert.equal(r.grpcStatus, Code.ResourceExhausted, "compressed request over the limit");
-      assert.equal(back.code, Code.ResourceExhausted, "compressed response over the limit");
-    },
-  );
+  it("counts compressed messages against the limit too (a gzip bomb must not pass)", async () => {
+    const h = await mintHeaders(stack.jwtSecret, `gzip-${Date.now()}`);
+    const { gzipSync } = await import("node:zlib");
+    // 64 MiB EchoRequest, ~64 KiB on the wire.
+    const inflated = echoRequest("a".repeat(64 << 20));
+    const compressed = gzipSync(inflated);
+    const frame = grpcFrame(compressed);
+    frame[0] = 1;
+    const r = await rawCall(stack.gatewayUrl, echoPath, { ...h, "grpc-encoding": "gzip", "grpc-accept-encoding": "gzip" }, [frame], {
+      timeoutMs: 20_000,
+    });
+    figure(
+      `bad-input: gzip bomb request (${compressed.length} bytes on the wire, ${inflated.length} inflated, limit ${limit}) -> grpc-status ${r.grpcStatus} ${r.grpcMessage ?? ""} (${r.body.length} response bytes)`,
+    );
+    tally();
+    // Response side: a client that accepts gzip gets a reply over the limit compressed.
+    const back = await outcome(client.api.myServiceEcho({ value: "y".repeat(limit - 20) }, { headers: h }));
+    figure(`bad-input: ${limit - 20}-byte Echo answered through a ${limit}-byte limit when gzip is accepted -> code ${back.code}`);
+    tally();
+    await outcome(client.api.myServiceShutdown({}, { headers: h }));
+    assert.equal(r.grpcStatus, Code.ResourceExhausted, "compressed request over the limit");
+    assert.equal(back.code, Code.ResourceExhausted, "compressed response over the limit");
+  });
 
   it("keeps its memory bounded", async () => {
     await sleep(1000);
     const rssEnd = rssKb(pid);
-    figure(`bad-input: Shutdown answered other than OK in stillServing: ${shutdownAnomalies.length === 0 ? "never" : shutdownAnomalies.join("; ")}`);
-    figure(`bad-input: ${tried} bad inputs tried; gateway RSS ${Math.round(rssStart / 1024)} MB before, ${Math.round(rssEnd / 1024)} MB after`);
+    figure(
+      `bad-input: Shutdown answered other than OK in stillServing: ${shutdownAnomalies.length === 0 ? "never" : shutdownAnomalies.join("; ")}`,
+    );
+    figure(
+      `bad-input: ${tried} bad inputs tried; gateway RSS ${Math.round(rssStart / 1024)} MB before, ${Math.round(rssEnd / 1024)} MB after`,
+    );
     assert.ok(rssEnd > 0, "the gateway process is still the same one (never crashed)");
     assert.equal(await gatewayPid(stack), pid, "the gateway never restarted");
     assert.ok(rssEnd - rssStart < 200 * 1024, `RSS grew by ${Math.round((rssEnd - rssStart) / 1024)} MB`);

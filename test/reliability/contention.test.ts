@@ -9,7 +9,6 @@ import { Code } from "@connectrpc/connect";
 import { type GatewayClient, gatewayClient } from "../e2e-client.js";
 import { type Stack, startStack } from "../stack.js";
 import {
-  type OwnGateway,
   checkDatabase,
   codeName,
   countBy,
@@ -17,6 +16,7 @@ import {
   instanceAddresses,
   instanceStatus,
   mintHeaders,
+  type OwnGateway,
   outcome,
   settle,
   spawnGateway,
@@ -57,12 +57,17 @@ describe("contention: sessions racing for the free instances", () => {
     const started = performance.now();
     const results = await Promise.all(
       sessions.map((s, i) =>
-        outcome(conns[i % conns.length]!.api.myServiceEcho({ value: s.id }, { headers: s.headers, timeoutMs: 20_000 })).then((r) => ({ s, r })),
+        outcome(conns[i % conns.length]!.api.myServiceEcho({ value: s.id }, { headers: s.headers, timeoutMs: 20_000 })).then((r) => ({
+          s,
+          r,
+        })),
       ),
     );
     const ms = Math.round(performance.now() - started);
     const counts = countBy(results, ({ r }) => codeName(r.code));
-    figure(`contention[${label}]: ${racers} sessions raced for ${free} free instances in ${ms} ms via ${urls.length} gateway(s): ${JSON.stringify(counts)}`);
+    figure(
+      `contention[${label}]: ${racers} sessions raced for ${free} free instances in ${ms} ms via ${urls.length} gateway(s): ${JSON.stringify(counts)}`,
+    );
 
     const winners = results.filter(({ r }) => r.code === 0);
     const losers = results.filter(({ r }) => r.code !== 0);
@@ -96,7 +101,9 @@ describe("contention: sessions racing for the free instances", () => {
       assert.equal(again.podName, r.value!.podName);
     }
     for (const [i, { s }] of winners.entries()) await conns[i % conns.length]!.api.myServiceShutdown({}, { headers: s.headers });
-    figure(`contention[${label}]: ${winners.length} winners on ${new Set(pods).size} distinct pods, ${losers.length} RESOURCE_EXHAUSTED, 0 Session conflict; DB and GetStatus of all ${free} instances agree`);
+    figure(
+      `contention[${label}]: ${winners.length} winners on ${new Set(pods).size} distinct pods, ${losers.length} RESOURCE_EXHAUSTED, 0 Session conflict; DB and GetStatus of all ${free} instances agree`,
+    );
   }
 
   it(`gives ${instances} of ${racers} racing sessions an instance through one gateway, the rest RESOURCE_EXHAUSTED`, async () => {

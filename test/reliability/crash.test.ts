@@ -6,16 +6,16 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
-import { pickFreePorts } from "../../scripts/net-util.js";
 import { transferHeaders } from "../../gateway/routing/session-router.js";
+import { pickFreePorts } from "../../scripts/net-util.js";
 import { type GatewayClient, gatewayClient } from "../e2e-client.js";
 import { type Stack, startStack } from "../stack.js";
 import {
-  type OwnGateway,
   checkDatabase,
   codeName,
   figure,
   instanceStatus,
+  type OwnGateway,
   outcome,
   seeded,
   sleep,
@@ -89,7 +89,9 @@ describe("crash safety: kill -9 of the gateway during churn", () => {
           if (s === undefined) {
             const id = `crash-${w}-${sessions.length}-${r.int(1e9)}`;
             inflight.login++;
-            const res = await outcome(client.api.login({ username: "TestUser", password: "TestPassword", sessionId: id }, { timeoutMs: 5000 }));
+            const res = await outcome(
+              client.api.login({ username: "TestUser", password: "TestPassword", sessionId: id }, { timeoutMs: 5000 }),
+            );
             inflight.login--;
             if (res.code === 0) {
               ops.login++;
@@ -168,7 +170,12 @@ describe("crash safety: kill -9 of the gateway during churn", () => {
             const status = await instanceStatus(lease.instance_address);
             assert.equal(status.sessionId, s.id, `kill ${k}: instance ${lease.pod_name} holds ${s.id}`);
             instanceChecks++;
-            const res = await outcome(check.api.myServiceEcho({ value: "after" }, { headers: s.headers, onHeader: (h) => assert.equal(h.get(transferHeaders.reason), null) }));
+            const res = await outcome(
+              check.api.myServiceEcho(
+                { value: "after" },
+                { headers: s.headers, onHeader: (h) => assert.equal(h.get(transferHeaders.reason), null) },
+              ),
+            );
             assert.equal(res.code, 0, `kill ${k}: ${s.id} answered (${res.code} ${res.message})`);
             assert.equal(res.value!.podName, s.pod, `kill ${k}: ${s.id} routes to its pod after restart`);
             assert.equal(res.value!.serverSessionId, s.id);
@@ -195,7 +202,9 @@ describe("crash safety: kill -9 of the gateway during churn", () => {
     figure(
       `crash: ${sessions.length} sessions, ${ops.login} logins, ${ops.echo} echoes, ${ops.shutdown} shutdowns, ${ops.abandoned} abandoned to expiry; failures ${JSON.stringify(ops.failed)}`,
     );
-    figure(`crash: ${checked} confirmed leases re-checked after restarts (${instanceChecks} instance GetStatus), 0 lost, 0 instances leased twice; final DB ${db.leases.length} leases consistent`);
+    figure(
+      `crash: ${checked} confirmed leases re-checked after restarts (${instanceChecks} instance GetStatus), 0 lost, 0 instances leased twice; final DB ${db.leases.length} leases consistent`,
+    );
     assert.ok(ops.echo > 50, "churn actually happened");
   });
 });

@@ -148,11 +148,17 @@ describe("fuzz: tokens and metadata", () => {
           accepted++;
           // Accepted only when the claims are exactly those the secret holder issued for this session.
           assert.equal(res.sessionId, id.trim());
-          assert.equal(JSON.stringify(res.claims), claimsOf.get(res.sessionId), `forged claims accepted: ${JSON.stringify({ token, id, seed })}`);
+          assert.equal(
+            JSON.stringify(res.claims),
+            claimsOf.get(res.sessionId),
+            `forged claims accepted: ${JSON.stringify({ token, id, seed })}`,
+          );
         } else failures[res.failure]++;
       }
     }
-    figure(`fuzz: authenticateCall ${cases} mutated token/metadata cases in ${seconds} s (seed ${seed}): ${accepted} accepted (all with genuine claims), ${JSON.stringify(failures)}`);
+    figure(
+      `fuzz: authenticateCall ${cases} mutated token/metadata cases in ${seconds} s (seed ${seed}): ${accepted} accepted (all with genuine claims), ${JSON.stringify(failures)}`,
+    );
     assert.ok(cases > 1000);
   });
 
@@ -205,14 +211,19 @@ describe("fuzz: tokens and metadata", () => {
           if (o.code === 0) {
             // Only a genuine token with its own session id (maybe spaced or Bearer-prefixed) gets through.
             const token = headers.authorization?.replace(/^\s*bearer\s+/i, "").trim() ?? "";
-            assert.ok(owner.has(token) || [...owner.keys()].some((t) => Buffer.from(t).equals(Buffer.from(token))), `accepted a mutated token: ${JSON.stringify(headers)}`);
+            assert.ok(
+              owner.has(token) || [...owner.keys()].some((t) => Buffer.from(t).equals(Buffer.from(token))),
+              `accepted a mutated token: ${JSON.stringify(headers)}`,
+            );
           }
           results.push({ code: o.code, message: o.message });
         }
       }
       const counts = countBy(results, (x) => codeName(x.code));
       const rssAfter = rssKb(pid);
-      figure(`fuzz: gateway ${results.length} mutated calls in ${seconds} s (seed ${seed + 1}): ${JSON.stringify(counts)}; RSS ${Math.round(rssBefore / 1024)} -> ${Math.round(rssAfter / 1024)} MB`);
+      figure(
+        `fuzz: gateway ${results.length} mutated calls in ${seconds} s (seed ${seed + 1}): ${JSON.stringify(counts)}; RSS ${Math.round(rssBefore / 1024)} -> ${Math.round(rssAfter / 1024)} MB`,
+      );
       assert.equal(await gatewayPid(stack), pid, "the gateway never restarted");
       // Still serving: a genuine call. A fuzzed Shutdown of a genuine session may have just
       // restarted the only instance: UNAVAILABLE (SPEC 4.3) until it is back, then an answer.

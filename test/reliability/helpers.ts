@@ -4,7 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
 import { issueToken } from "../../common/tokens.js";
 import { InstanceService } from "../../gen/myservice/instance/v1/instance_pb.js";
@@ -161,7 +161,8 @@ export function checkDatabase(path: string): DbSnapshot {
       problems.push(`${snapshot.leases.length} leases but ${occupied.length} instances with a session`);
     }
     const sessions = new Set(snapshot.leases.map((l) => l.session_id));
-    for (const i of occupied) if (!sessions.has(i.session_id as string)) problems.push(`instance ${i.address} holds ${i.session_id} without a lease`);
+    for (const i of occupied)
+      if (!sessions.has(i.session_id as string)) problems.push(`instance ${i.address} holds ${i.session_id} without a lease`);
     if (problems.length > 0) throw new Error(`lease database inconsistent:\n  ${problems.join("\n  ")}`);
     return snapshot;
   } finally {

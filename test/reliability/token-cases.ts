@@ -51,14 +51,24 @@ export async function hostileTokens(secret: string, sessionId: string): Promise<
     ["exp negative", await forgeToken(hs, { ...good, exp: -1e12 }, secret)],
     ["exp as string", await forgeToken(hs, { ...good, exp: String(now + 3600) }, secret)],
     ["exp null", await forgeToken(hs, { ...good, exp: null }, secret)],
-    ["exp -1e400", await forgeToken(hs, `{"sub":"TestUser","role":"admin","session_id":${JSON.stringify(sessionId)},"iat":${now},"exp":-1e400}`, secret)],
+    [
+      "exp -1e400",
+      await forgeToken(hs, `{"sub":"TestUser","role":"admin","session_id":${JSON.stringify(sessionId)},"iat":${now},"exp":-1e400}`, secret),
+    ],
     ["iat as string", await forgeToken(hs, { ...good, iat: "yesterday" }, secret)],
     ["nbf in the future", await forgeToken(hs, { ...good, nbf: now + 3600 }, secret)],
     ["payload is an array", await forgeToken(hs, "[1,2,3]", secret)],
     ["payload is null", await forgeToken(hs, "null", secret)],
     ["payload not JSON", await forgeToken(hs, "{sub:", secret)],
     ["header not JSON", `${Buffer.from("{alg:HS256").toString("base64url")}.${p}.${sig}`],
-    ["duplicate claims (last wins attempt)", await forgeToken(hs, `{"sub":"TestUser","role":"admin","session_id":"other","session_id":"x${sessionId}","iat":${now},"exp":${now + 60}}`, secret)],
+    [
+      "duplicate claims (last wins attempt)",
+      await forgeToken(
+        hs,
+        `{"sub":"TestUser","role":"admin","session_id":"other","session_id":"x${sessionId}","iat":${now},"exp":${now + 60}}`,
+        secret,
+      ),
+    ],
     ["token for another session", await joseToken(secret, { ...good, session_id: `${sessionId}-other` })],
     ["9 KB token", `${h}.${"A".repeat(9000)}.${sig}`],
     ["JWE-shaped (5 parts)", `${h}.${p}.${sig}.${sig}.${sig}`],
@@ -80,7 +90,10 @@ export async function absurdSignedTokens(secret: string, sessionId: string): Pro
   const now = Math.floor(Date.now() / 1000);
   const hs = { alg: "HS256", typ: "JWT" };
   return [
-    ["exp 1e400 (Infinity)", await forgeToken(hs, `{"sub":"TestUser","role":"admin","session_id":${JSON.stringify(sessionId)},"iat":${now},"exp":1e400}`, secret)],
+    [
+      "exp 1e400 (Infinity)",
+      await forgeToken(hs, `{"sub":"TestUser","role":"admin","session_id":${JSON.stringify(sessionId)},"iat":${now},"exp":1e400}`, secret),
+    ],
     ["exp year 3 billion", await forgeToken(hs, { sub: "TestUser", role: "admin", session_id: sessionId, iat: now, exp: 1e17 }, secret)],
   ];
 }
