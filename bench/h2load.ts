@@ -55,8 +55,12 @@ export async function runH2load(run: H2loadRun): Promise<H2loadResult> {
   args.push(run.url);
   const child = spawn("h2load", args, { stdio: ["ignore", "pipe", "pipe"] });
   let out = "";
-  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
-  child.stderr.on("data", (c: Buffer) => (out += c.toString()));
+  child.stdout.on("data", (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr.on("data", (c: Buffer) => {
+    out += c.toString();
+  });
   const code = await new Promise<number | null>((resolve) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), run.timeoutMs);
     child.once("exit", (c) => {

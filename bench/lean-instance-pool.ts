@@ -188,5 +188,11 @@ class LeanInstance {
 await servePool(count, (index) => {
   let ended: () => void = () => {};
   const instance = new LeanInstance(`${prefix}-${index}`, createTokenVerifier({ secret: jwtSecret }), () => ended());
-  return { server: instance.server, ended: new Promise<void>((resolve) => (ended = resolve)), close: () => instance.close() };
+  return {
+    server: instance.server,
+    ended: new Promise<void>((resolve) => {
+      ended = resolve;
+    }),
+    close: () => instance.close(),
+  };
 });

@@ -40,7 +40,13 @@ export async function echo(client: GatewayClient, session: Session, value = "v")
   let responseHeaders = new Headers();
   const reply = await client.api.myServiceEcho(
     { value },
-    { headers: session.headers, timeoutMs: 10_000, onHeader: (h) => (responseHeaders = h) },
+    {
+      headers: session.headers,
+      timeoutMs: 10_000,
+      onHeader: (h) => {
+        responseHeaders = h;
+      },
+    },
   );
   return Object.assign(reply, { responseHeaders });
 }

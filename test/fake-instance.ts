@@ -45,7 +45,9 @@ export class FakeInstance {
   private endSubscribe: (info: { rstCode: number | undefined; messagesSent: number }) => void = () => {};
 
   constructor(readonly podName = "fake-1") {
-    this.subscribeEnded = new Promise((resolve) => (this.endSubscribe = resolve));
+    this.subscribeEnded = new Promise((resolve) => {
+      this.endSubscribe = resolve;
+    });
     this.server.on("session", (session) => session.on("ping", () => this.counts.pings++));
     this.server.on("stream", (stream, headers) => {
       stream.on("error", () => {});
@@ -194,8 +196,12 @@ export async function startGatewayFor(instances: readonly string[], env: Record<
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";
-  child.stdout?.on("data", (c: Buffer) => (output += c));
-  child.stderr?.on("data", (c: Buffer) => (output += c));
+  child.stdout?.on("data", (c: Buffer) => {
+    output += c;
+  });
+  child.stderr?.on("data", (c: Buffer) => {
+    output += c;
+  });
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");

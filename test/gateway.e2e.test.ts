@@ -42,7 +42,9 @@ async function waitGatewayRestarted(stack: Stack, restartsBefore: number) {
 describe("gateway with 3 instances", () => {
   let stack: Stack;
   let client: GatewayClient;
-  before(async () => ({ stack, client } = await withStack({})));
+  before(async () => {
+    ({ stack, client } = await withStack({}));
+  });
   after(async () => {
     client?.close();
     await stack?.stop();
@@ -230,7 +232,9 @@ describe("gateway with 3 instances", () => {
 describe("gateway message size limit", () => {
   let stack: Stack;
   let client: GatewayClient;
-  before(async () => ({ stack, client } = await withStack({ MAX_MESSAGE_BYTES: "65536" }, 1)));
+  before(async () => {
+    ({ stack, client } = await withStack({ MAX_MESSAGE_BYTES: "65536" }, 1));
+  });
   after(async () => {
     client?.close();
     await stack?.stop();
@@ -249,7 +253,9 @@ describe("gateway message size limit", () => {
 describe("lease expiry (LEASE_IDLE_TTL=2s)", () => {
   let stack: Stack;
   let client: GatewayClient;
-  before(async () => ({ stack, client } = await withStack({ LEASE_IDLE_TTL: "2s" }, 2)));
+  before(async () => {
+    ({ stack, client } = await withStack({ LEASE_IDLE_TTL: "2s" }, 2));
+  });
   after(async () => {
     client?.close();
     await stack?.stop();
@@ -290,7 +296,9 @@ describe("lease expiry (LEASE_IDLE_TTL=2s)", () => {
 describe("token expiry (TOKEN_EXPIRATION=2s)", () => {
   let stack: Stack;
   let client: GatewayClient;
-  before(async () => ({ stack, client } = await withStack({ TOKEN_EXPIRATION: "2s" }, 2)));
+  before(async () => {
+    ({ stack, client } = await withStack({ TOKEN_EXPIRATION: "2s" }, 2));
+  });
   after(async () => {
     client?.close();
     await stack?.stop();
@@ -314,7 +322,9 @@ describe("token expiry (TOKEN_EXPIRATION=2s)", () => {
 describe("durability and instance failure", () => {
   let stack: Stack;
   let client: GatewayClient;
-  before(async () => ({ stack, client } = await withStack({ HEALTH_CHECK_INTERVAL: "300ms", HEALTH_CHECK_TIMEOUT: "300ms" })));
+  before(async () => {
+    ({ stack, client } = await withStack({ HEALTH_CHECK_INTERVAL: "300ms", HEALTH_CHECK_TIMEOUT: "300ms" }));
+  });
   beforeEach(() => settle(stack));
   after(async () => {
     client?.close();
@@ -472,7 +482,9 @@ describe("durability and instance failure", () => {
 describe("gateway kill -9 during a burst of new sessions", () => {
   let stack: Stack;
   let client: GatewayClient;
-  before(async () => ({ stack, client } = await withStack({}, 6)));
+  before(async () => {
+    ({ stack, client } = await withStack({}, 6));
+  });
   after(async () => {
     client?.close();
     await stack?.stop();

@@ -52,8 +52,12 @@ async function promtoolCheck(text: string): Promise<void> {
   if (promtool === undefined) return;
   const child = execFile(promtool, ["check", "metrics"]);
   let out = "";
-  child.stdout?.on("data", (d) => (out += d));
-  child.stderr?.on("data", (d) => (out += d));
+  child.stdout?.on("data", (d) => {
+    out += d;
+  });
+  child.stderr?.on("data", (d) => {
+    out += d;
+  });
   child.stdin?.end(text);
   const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
   assert.equal(code, 0, `promtool check metrics:\n${out}`);

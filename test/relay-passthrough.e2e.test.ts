@@ -35,8 +35,12 @@ describe("relay pass-through (grpc-js client, recording instance)", () => {
         md,
         (error, value) => (error ? reject(error) : resolve(value as Buffer)),
       );
-      call.on("metadata", (m) => (headers = m));
-      call.on("status", (s) => (trailers = s.metadata));
+      call.on("metadata", (m) => {
+        headers = m;
+      });
+      call.on("status", (s) => {
+        trailers = s.metadata;
+      });
     });
     assert.equal(decode(reply).clientValue, "v1");
     assert.equal(decode(reply).podName, "fake-1");

@@ -114,7 +114,9 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
         for (const t of targets) {
           const cell = await run(t, level, counts[li]!);
           if (!cell.ok) failures.push(`${t.name} @${level.streams}: ${cell.why}`);
-          (raw[`${t.name}@${level.streams}`] ??= []).push(cell);
+          const key = `${t.name}@${level.streams}`;
+          raw[key] ??= [];
+          raw[key].push(cell);
           ctx.progress(
             `proxy: ${level.streams} streams, round ${round}/${ctx.rounds}, ${t.name}: ${fmt(cell.reqPerSec)} calls/s, p50 ${fmt(cell.p50Ms, 2)} ms, p99 ${fmt(cell.p99Ms, 2)} ms${cell.ok ? "" : " (FAILED)"}`,
           );

@@ -162,11 +162,13 @@ export async function streamsProfile(ctx: BenchContext): Promise<ProfileResult> 
       const counts = new Int32Array(total);
       return {
         get counts() {
-          parts.forEach((p, i) => counts.set(p.counts, i * (total / sessionCount)));
+          for (const [i, p] of parts.entries()) counts.set(p.counts, i * (total / sessionCount));
           return counts;
         },
         errors: () => parts.reduce((a, p) => a + p.errors(), 0),
-        close: () => parts.forEach((p) => p.close()),
+        close: () => {
+          for (const p of parts) p.close();
+        },
       };
     });
     const through = await measure("gateway", () => openStreams(gateway.address, sessions, total, connections));

@@ -33,6 +33,6 @@ export class AcquireQueue {
       for (const p of batch) p.reject(error);
       return;
     }
-    batch.forEach((p, i) => p.resolve(results[i] as AcquireResult));
+    for (const [i, p] of batch.entries()) p.resolve(results[i] as AcquireResult);
   }
 }

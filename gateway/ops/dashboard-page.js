@@ -1,6 +1,7 @@
 // Live pool dashboard (SPEC 9). Plain browser JavaScript, no build step: calls Login and
 // mygateway.admin.v1.AdminService with the Connect protocol (POST /<service>/<method>, JSON).
 // Every value from the server is rendered with textContent, never as HTML.
+// biome-ignore lint/suspicious/noRedundantUseStrict: loaded as a classic <script>, where the directive matters
 "use strict";
 
 const admin = "mygateway.admin.v1.AdminService";

@@ -191,7 +191,7 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
     },
   });
   /** A gauge with one series per lease, valued from the lease at scrape time. */
-  const perLeaseGauge = (name: string, help: string, valueOf: (lease: Lease, nowMs: number) => number) =>
+  const perLeaseGauge = (name: string, help: string, valueFor: (lease: Lease, nowMs: number) => number) =>
     new Gauge({
       name,
       help,
@@ -203,7 +203,7 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
         this.reset();
         for (const lease of leases) {
           const labels = { pod: podOf(instances, lease.instanceAddress) || lease.podName, address: lease.instanceAddress };
-          this.set(labels, valueOf(lease, t));
+          this.set(labels, valueFor(lease, t));
         }
       },
     });

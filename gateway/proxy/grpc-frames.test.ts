@@ -15,7 +15,15 @@ function prefix(length: number, flag = 0): Buffer {
 
 const sizes = [0, 1, 4, 5, 6, 255, 256, 300];
 const stream = Buffer.concat(sizes.map((n, i) => frameMessage(payload(n, i))));
-const boundaries = new Set(sizes.reduce<number[]>((acc, n) => [...acc, (acc.at(-1) ?? 0) + 5 + n], [0]));
+const boundaries = new Set(
+  sizes.reduce<number[]>(
+    (acc, n) => {
+      acc.push((acc.at(-1) ?? 0) + 5 + n);
+      return acc;
+    },
+    [0],
+  ),
+);
 
 describe("GrpcFrameMeter", () => {
   it("follows messages split across two chunks at every byte offset", () => {

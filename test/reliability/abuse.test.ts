@@ -236,7 +236,9 @@ describe("production mode", () => {
       delete childEnv.NODE_TEST_CONTEXT;
       const child = spawn(process.execPath, ["--import", "tsx", join(repoRoot, "gateway", "main.ts")], { cwd: repoRoot, env: childEnv });
       let stderr = "";
-      child.stderr.on("data", (c) => (stderr += c));
+      child.stderr.on("data", (c) => {
+        stderr += c;
+      });
       const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
       child.on("exit", (code) => {
         clearTimeout(timer);

@@ -62,7 +62,20 @@ function mutateToken(r: Rnd, token: string, others: readonly string[]): string {
         payload = {};
       }
       const key = r.pick(["sub", "role", "session_id", "iat", "exp", "nbf", "extra"]);
-      payload[key] = r.pick([undefined, null, "", "OtherUser", 0, -1, 1e400, 2 ** 53, "x".repeat(r.int(300)), [1], {}, true]);
+      payload[key] = r.pick([
+        undefined,
+        null,
+        "",
+        "OtherUser",
+        0,
+        -1,
+        Number.POSITIVE_INFINITY,
+        2 ** 53,
+        "x".repeat(r.int(300)),
+        [1],
+        {},
+        true,
+      ]);
       parts[1] = Buffer.from(JSON.stringify(payload)).toString("base64url");
       return parts.join(".");
     }
