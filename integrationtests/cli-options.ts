@@ -57,7 +57,7 @@ export function usage(scenarioNames: readonly string[]): string {
        integrationtests --scenario=<name> [options]
        integrationtests --list
 
-Runs integration scenarios (SPEC section 8) against a running gateway over native gRPC.
+Runs the integration scenarios (docs/behaviour.md, section 8) against a running gateway over native gRPC.
 
 Options:
   --list                     print the scenario names and exit
