@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { EnvReader } from "../common/env.js";
 import { minSecretBytes } from "../common/tokens.js";
@@ -20,6 +21,16 @@ export interface GatewayConfig {
   readonly leaseDbPath: string;
   /** `LEASE_DB_SYNCHRONOUS`: SQLite `synchronous` pragma, `FULL` (durable commits) or `NORMAL`. Default `FULL`. */
   readonly leaseDbSynchronous: "FULL" | "NORMAL";
+  /**
+   * `LEASE_DB_URL`: `postgres://user:pass@host:port/db` (or `postgresql://`) selects the
+   * PostgreSQL lease store shared by several gateways (SPEC 10); unset = SQLite at `LEASE_DB_PATH`.
+   */
+  readonly leaseDbUrl: string | undefined;
+  /**
+   * `GATEWAY_ID`: this gateway's name among the gateways sharing the lease store (membership,
+   * logs). Default `<hostname>:<SERVICE_PORT_GRPC>`.
+   */
+  readonly gatewayId: string;
   /** `MYSERVICE_ADDRESSES`: static instance list, `host:port` comma-separated. */
   readonly instanceAddresses: readonly string[];
   /** `MYSERVICE_DNS`: `name:port` resolved to every address (compose service, headless service). */
@@ -93,8 +104,17 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
   if (instanceAddresses.length === 0 && instanceDns === undefined) {
     r.problem("set MYSERVICE_ADDRESSES (host:port,...) or MYSERVICE_DNS (name:port) so the gateway finds its instances");
   }
+  const leaseDbUrl = r.optionalString("LEASE_DB_URL");
+  if (leaseDbUrl !== undefined && !isPostgresUrl(leaseDbUrl)) {
+    r.problem("LEASE_DB_URL: expected postgres://user:password@host:port/database (or postgresql://)");
+  }
+  const port = r.port("SERVICE_PORT_GRPC", 10000);
+  const gatewayId = r.string("GATEWAY_ID", `${hostname()}:${port}`);
+  if (!/^[A-Za-z0-9._:@-]{1,128}$/.test(gatewayId)) {
+    r.problem(`GATEWAY_ID=${JSON.stringify(gatewayId)}: expected 1 to 128 letters, digits or . _ : @ -`);
+  }
   const config: GatewayConfig = {
-    port: r.port("SERVICE_PORT_GRPC", 10000),
+    port,
     host: r.string("LISTEN_HOST", "0.0.0.0"),
     jwtSecret,
     tokenLifetimeMs: r.duration("TOKEN_EXPIRATION", hour, second, 30 * 24 * hour),
@@ -102,6 +122,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
     usersFile,
     leaseDbPath: r.string("LEASE_DB_PATH", "data/leases.db"),
     leaseDbSynchronous: r.oneOf("LEASE_DB_SYNCHRONOUS", "FULL", ["FULL", "NORMAL"]),
+    leaseDbUrl,
+    gatewayId,
     instanceAddresses,
     instanceDns,
     discoveryIntervalMs: r.duration("DISCOVERY_INTERVAL", 5 * second, 100, hour),
@@ -122,6 +144,15 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
   };
   r.done();
   return Object.freeze(config);
+}
+
+function isPostgresUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === "postgres:" || url.protocol === "postgresql:") && url.hostname !== "" && url.pathname.length > 1;
+  } catch {
+    return false;
+  }
 }
 
 function isHostPort(text: string): boolean {

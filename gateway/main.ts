@@ -5,6 +5,7 @@ import { loadConfigOrExit } from "../common/env.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
 import { loadConfig } from "./config.js";
+import { createLeaseStore } from "./leases/create-lease-store.js";
 import { createGateway } from "./server.js";
 
 const config = loadConfigOrExit(loadConfig);
@@ -18,30 +19,38 @@ try {
   process.exit(2);
 }
 if (config.jwtSecret === devJwtSecret) logger.warn("JWT_SECRET is the development secret: never use it in production");
-if (config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { recursive: true });
+if (config.leaseDbUrl === undefined && config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { recursive: true });
 
-const gateway = createGateway(config, { logger, users });
 try {
+  const store = await createLeaseStore(config);
+  const gateway = createGateway(config, { logger, users, store });
   const port = await gateway.start();
+  const leases = await store.leases().then(
+    (all) => all.length,
+    () => undefined,
+  );
   logger.info(
-    { port, instances: gateway.pool.addresses().length, leases: gateway.store.leases().length, db: config.leaseDbPath },
+    { port, instances: gateway.pool.addresses().length, leases, store: store.engine, gatewayId: config.gatewayId },
     `gateway listening on ${config.host}:${port}`,
   );
+  handleSignals(gateway);
 } catch (error) {
   logger.fatal({ err: error }, "gateway failed to start");
   process.exit(1);
 }
 
-let stopping = false;
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, "stopping");
-    setTimeout(() => process.exit(0), 3000).unref();
-    void gateway.close().then(() => {
-      logger.flush();
-      process.exit(0);
+function handleSignals(gateway: ReturnType<typeof createGateway>): void {
+  let stopping = false;
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, "stopping");
+      setTimeout(() => process.exit(0), 3000).unref();
+      void gateway.close().then(() => {
+        logger.flush();
+        process.exit(0);
+      });
     });
-  });
+  }
 }

@@ -12,10 +12,11 @@ import { AdminService } from "../gen/mygateway/admin/v1/admin_pb.js";
 import { createLogin, peerHeader } from "./auth/login-service.js";
 import { LoginThrottle } from "./auth/login-throttle.js";
 import type { UserStore } from "./auth/user-store.js";
+import { Membership } from "./cluster/membership.js";
 import type { GatewayConfig } from "./config.js";
 import { createFrontDoor } from "./front-door.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
-import { LeaseStore } from "./leases/lease-store.js";
+import type { LeaseStore } from "./leases/lease-store.js";
 import { registerAdminService } from "./ops/admin-service.js";
 import { createDashboardHandler } from "./ops/dashboard.js";
 import { registerHealthService } from "./ops/health-service.js";
@@ -34,6 +35,8 @@ import { SessionRouter } from "./routing/session-router.js";
 export interface GatewayDeps {
   readonly logger: Logger;
   readonly users: UserStore;
+  /** The lease store (`createLeaseStore(config)`); `close()` closes it. */
+  readonly store: LeaseStore;
 }
 
 /** A built gateway: `start()` reconciles and listens, `close()` drains and stops. */
@@ -42,6 +45,7 @@ export interface Gateway {
   readonly pool: InstancePool;
   readonly keeper: LeaseKeeper;
   readonly router: SessionRouter;
+  readonly membership: Membership;
   /** Reconciles with the instances (SPEC 4.7), then listens. Resolves to the bound port. */
   start(): Promise<number>;
   close(): Promise<void>;
@@ -49,8 +53,15 @@ export interface Gateway {
 
 /** Builds the gateway from its parts; only `main.ts` reads the environment and handles signals. */
 export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway {
-  const { logger, users } = deps;
-  const store = new LeaseStore({ path: config.leaseDbPath, synchronous: config.leaseDbSynchronous });
+  const { logger, users, store } = deps;
+  const membership = new Membership({
+    store,
+    id: config.gatewayId,
+    address: `${config.host}:${config.port}`,
+    heartbeatIntervalMs: Math.max(50, config.healthIntervalMs / 2),
+    liveWithinMs: 2 * config.healthIntervalMs + 500,
+    logger,
+  });
   const upstream = new UpstreamPool({ connectTimeoutMs: config.upstreamConnectTimeoutMs });
   const verifyToken = createTokenVerifier({ secret: config.jwtSecret });
   const metrics = createGatewayMetrics(new Registry(), { state: store });
@@ -71,6 +82,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     verifyToken,
     leaseIdleTtlMs: config.leaseIdleTtlMs,
     maxSessionsPerUser: config.maxSessionsPerUser,
+    logger,
     onAllocation: (result, durationMs) => metrics.allocation(result, durationMs),
   });
   const discovery = combinedDiscovery([
@@ -134,7 +146,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       myServiceSubscribe: (request, context) => proxy.subscribe(request, context),
       myServiceShutdown: (_request, context) => proxy.shutdown(context),
     });
-    registerHealthService(r, { live: () => !closing, ready: () => pool.healthyCount() > 0 });
+    registerHealthService(r, { live: () => !closing, ready: () => store.available() && pool.healthyCount() > 0 });
     registerAdminService(r, {
       store,
       pool,
@@ -175,9 +187,15 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
         return;
       }
       if (request.method === "GET" && request.url === "/readyz") {
-        const ready = !closing && pool.healthyCount() > 0;
-        response.writeHead(ready ? 200 : 503, { "content-type": "text/plain" });
-        response.end(ready ? "ready\n" : "no healthy instance\n");
+        const reason = closing
+          ? "stopping"
+          : !store.available()
+            ? "lease store unavailable"
+            : pool.healthyCount() === 0
+              ? "no healthy instance"
+              : undefined;
+        response.writeHead(reason === undefined ? 200 : 503, { "content-type": "text/plain" });
+        response.end(`${reason ?? "ready"}\n`);
         return;
       }
       const type = request.headers["content-type"] ?? "";
@@ -239,7 +257,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     pool,
     keeper,
     router,
+    membership,
     async start() {
+      await membership.start();
       await pool.start();
       keeper.start();
       await new Promise<void>((resolve, reject) => {
@@ -260,9 +280,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       for (const session of sessions) session.destroy();
       h1.closeAllConnections();
       pool.stop();
-      keeper.stop();
+      await keeper.stop();
+      await membership.stop();
       upstream.close();
-      store.close();
+      await store.close();
     },
   };
 }

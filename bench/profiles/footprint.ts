@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { LeaseStore } from "../../gateway/leases/lease-store.js";
+import { SqliteLeaseStore } from "../../gateway/leases/sqlite-lease-store.js";
 import { fmtMB } from "../format.js";
 import { cpuSeconds, rssBytes } from "../proc.js";
 import { startGateway, startLeanInstances, startMultiInstances } from "../stack.js";
@@ -26,17 +26,17 @@ export async function footprintProfile(ctx: BenchContext): Promise<ProfileResult
     await idle.stop();
 
     const dbPath = join(dir, "leases.db");
-    const store = new LeaseStore({ path: dbPath, synchronous: "NORMAL" });
+    const store = new SqliteLeaseStore({ path: dbPath, synchronous: "NORMAL" });
     const addresses = Array.from({ length: leases }, (_, i) => `10.9.${i >> 8}.${i & 255}:5000`);
-    store.register(addresses);
+    await store.register(addresses);
     for (const [i, address] of addresses.entries()) {
-      store.recordStatus(address, { podName: `seed-${i}`, bootId: `boot-${i}`, sessionId: "", shuttingDown: false }, Date.now() + 1);
+      await store.recordStatus(address, { podName: `seed-${i}`, bootId: `boot-${i}`, sessionId: "", shuttingDown: false }, Date.now() + 1);
     }
     for (let i = 0; i < leases; i++) {
-      const r = store.acquire(`seeded-${i}`, "TestUser", 3_600_000);
+      const r = await store.acquire(`seeded-${i}`, "TestUser", 3_600_000);
       if (r.kind !== "acquired") throw new Error(`seeding lease ${i}: ${r.kind}`);
     }
-    store.close();
+    await store.close();
     ctx.progress(`footprint: ${leases} leases seeded`);
     const loaded = await startGateway(multi.addresses, {}, dir);
     await sleep(2000);

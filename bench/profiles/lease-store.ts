@@ -1,6 +1,6 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { LeaseStore } from "../../gateway/leases/lease-store.js";
+import { SqliteLeaseStore } from "../../gateway/leases/sqlite-lease-store.js";
 import { fmt, fmtRatio } from "../format.js";
 import { quantile, ratio } from "../stats.js";
 import type { BenchContext, ProfileResult } from "../types.js";
@@ -8,15 +8,15 @@ import type { BenchContext, ProfileResult } from "../types.js";
 const ttlMs = 300_000;
 
 /** Creates a store file with `count` healthy, clean instances (seeded with synchronous=NORMAL: setup, not measured). */
-function seed(path: string, count: number): string[] {
-  const store = new LeaseStore({ path, synchronous: "NORMAL" });
+async function seed(path: string, count: number): Promise<string[]> {
+  const store = new SqliteLeaseStore({ path, synchronous: "NORMAL" });
   const addresses = Array.from({ length: count }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:5000`);
-  store.register(addresses);
+  await store.register(addresses);
   const t = Date.now() + 1;
   for (const [i, address] of addresses.entries()) {
-    store.recordStatus(address, { podName: `pod-${i}`, bootId: `boot-${i}`, sessionId: "", shuttingDown: false }, t);
+    await store.recordStatus(address, { podName: `pod-${i}`, bootId: `boot-${i}`, sessionId: "", shuttingDown: false }, t);
   }
-  store.close();
+  await store.close();
   return addresses;
 }
 
@@ -34,45 +34,54 @@ export async function leaseStoreProfile(ctx: BenchContext): Promise<ProfileResul
   const metrics: Record<string, number> = {};
   const rows: (string | number)[][] = [];
   try {
-    const cells = sizes.map((size) => {
+    const cells: {
+      size: number;
+      store: SqliteLeaseStore;
+      acquire: number[];
+      release: number[];
+      busy: number;
+      next: number;
+      checkpointMs: number;
+    }[] = [];
+    for (const size of sizes) {
       const path = join(dir, `leases-${size}.db`);
-      seed(path, size);
-      return {
+      await seed(path, size);
+      cells.push({
         size,
-        store: new LeaseStore({ path, synchronous: "FULL" }),
+        store: new SqliteLeaseStore({ path, synchronous: "FULL" }),
         acquire: [] as number[],
         release: [] as number[],
         busy: 0,
         next: 0,
         checkpointMs: 0,
-      };
-    });
+      });
+    }
     // One cycle: acquire, release, then what the next health probe does (the released
     // instance reports no session; untimed).
-    const cycle = (cell: (typeof cells)[number], counted: boolean) => {
+    const cycle = async (cell: (typeof cells)[number], counted: boolean) => {
       const sessionId = `s-${cell.next++}`;
       const t0 = performance.now();
-      const r = cell.store.acquire(sessionId, "TestUser", ttlMs);
+      const r = await cell.store.acquire(sessionId, "TestUser", ttlMs);
       const t1 = performance.now();
       if (r.kind !== "acquired") {
         cell.busy++;
         return;
       }
-      cell.store.release(sessionId, r.lease.instanceAddress);
+      await cell.store.release(sessionId, r.lease.instanceAddress);
       const t2 = performance.now();
       if (counted) {
         cell.acquire.push(t1 - t0);
         cell.release.push(t2 - t1);
       }
       const { podName, instanceBootId: bootId } = r.lease;
-      cell.store.recordStatus(r.lease.instanceAddress, { podName, bootId, sessionId: "", shuttingDown: false }, Date.now() + 1);
+      await cell.store.recordStatus(r.lease.instanceAddress, { podName, bootId, sessionId: "", shuttingDown: false }, Date.now() + 1);
     };
-    for (const cell of cells) for (let i = 0; i < 50; i++) cycle(cell, false);
+    for (const cell of cells) for (let i = 0; i < 50; i++) await cycle(cell, false);
     // Sizes take turns in chunks, so the disk's fsync outliers (a shared, noisy disk) fall on
     // every size alike instead of on whichever size ran during a bad second.
     for (let done = 0; done < cycles; done += chunk) {
       for (const cell of cells) {
-        for (let i = 0; i < chunk; i++) cycle(cell, true);
+        for (let i = 0; i < chunk; i++) await cycle(cell, true);
         // What the store's checkpoint timer does between allocations (this loop never yields
         // to timers); its time counts in cycles/s, not in any acquire's latency.
         const t0 = performance.now();
@@ -81,7 +90,7 @@ export async function leaseStoreProfile(ctx: BenchContext): Promise<ProfileResul
       }
     }
     for (const { size, store, acquire, release, busy, checkpointMs } of cells) {
-      store.close();
+      await store.close();
       if (busy > 0) throw new Error(`lease store at ${size}: ${busy} acquires found no free instance`);
       const totalMs = acquire.reduce((a, b) => a + b, 0) + release.reduce((a, b) => a + b, 0) + checkpointMs;
       const m = {

@@ -17,15 +17,18 @@ export interface LeaseKeeperOptions {
 }
 
 /**
- * Renews leases without a SQLite write per call (SPEC 4.3: every routed call renews; an open
+ * Renews leases without a store write per call (SPEC 4.3: every routed call renews; an open
  * stream keeps its lease alive): calls mark activity in memory and one transaction per flush
- * interval writes it. A sweeper releases idle leases (SPEC 4.6) after flushing.
+ * interval writes it. A write that fails (database down, SPEC 10) keeps the activity in memory
+ * for the next flush. A sweeper releases idle leases (SPEC 4.6) after flushing.
  */
 export class LeaseKeeper {
   private pending = new Map<string, number>();
   private readonly openStreams = new Map<string, number>();
   private readonly timers: NodeJS.Timeout[] = [];
   private readonly now: () => number;
+  private flushing: Promise<void> | undefined;
+  private sweeping = false;
 
   constructor(private readonly options: LeaseKeeperOptions) {
     this.now = options.now ?? Date.now;
@@ -35,14 +38,15 @@ export class LeaseKeeper {
     const ttl = this.options.idleTtlMs;
     const flushMs = this.options.flushIntervalMs ?? Math.max(50, Math.min(1000, ttl / 4));
     const sweepMs = this.options.sweepIntervalMs ?? Math.max(100, Math.min(5000, ttl / 4));
-    this.timers.push(setInterval(() => this.safely(() => this.flush()), flushMs).unref());
-    this.timers.push(setInterval(() => this.safely(() => this.sweep()), sweepMs).unref());
+    this.timers.push(setInterval(() => void this.safely(() => this.flush()), flushMs).unref());
+    this.timers.push(setInterval(() => void this.safely(() => this.sweep()), sweepMs).unref());
   }
 
-  stop(): void {
+  /** Stops the timers and writes pending activity once more. */
+  async stop(): Promise<void> {
     for (const timer of this.timers) clearInterval(timer);
     this.timers.length = 0;
-    this.safely(() => this.flush());
+    await this.safely(() => this.flush());
   }
 
   /** Records activity of a session (a routed call). */
@@ -63,20 +67,46 @@ export class LeaseKeeper {
     this.touch(sessionId);
   }
 
-  /** Writes pending activity (and keeps sessions with open streams alive) in one transaction. */
-  flush(): void {
+  /**
+   * Writes pending activity (and keeps sessions with open streams alive) in one transaction.
+   * One flush at a time; on failure the activity stays pending (newest time per session).
+   */
+  flush(): Promise<void> {
+    this.flushing ??= this.flushOnce().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  private async flushOnce(): Promise<void> {
     const now = this.now();
     for (const sessionId of this.openStreams.keys()) this.pending.set(sessionId, now);
     if (this.pending.size === 0) return;
     const batch = this.pending;
     this.pending = new Map();
-    this.options.store.touch(batch, this.options.idleTtlMs);
+    try {
+      await this.options.store.touch(batch, this.options.idleTtlMs);
+    } catch (error) {
+      for (const [sessionId, last] of batch) {
+        if ((this.pending.get(sessionId) ?? 0) < last) this.pending.set(sessionId, last);
+      }
+      throw error;
+    }
   }
 
-  /** Flushes, then releases every expired lease and reports it. */
-  sweep(): Lease[] {
-    this.flush();
-    const expired = this.options.store.expire(this.now());
+  /** Flushes, then releases every expired lease and reports it. One sweep at a time. */
+  async sweep(): Promise<Lease[]> {
+    if (this.sweeping) return [];
+    this.sweeping = true;
+    try {
+      await this.flush();
+      return this.report(await this.options.store.expire(this.now()));
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
+  private report(expired: Lease[]): Lease[] {
     for (const lease of expired) {
       this.options.logger.info(
         { sessionId: lease.sessionId, pod: lease.podName, idleMs: this.now() - lease.lastActivity },
@@ -87,9 +117,9 @@ export class LeaseKeeper {
     return expired;
   }
 
-  private safely(fn: () => void): void {
+  private async safely(fn: () => Promise<unknown>): Promise<void> {
     try {
-      fn();
+      await fn();
     } catch (error) {
       this.options.logger.error({ err: error }, "lease keeper failed; will retry");
     }

@@ -1,5 +1,3 @@
-import Database from "better-sqlite3";
-
 /** A session's lease on one instance (SPEC 4.3). Times are Unix milliseconds. */
 export interface Lease {
   readonly sessionId: string;
@@ -71,423 +69,114 @@ export interface ReconcileOutcome {
   readonly unknownSession?: string;
 }
 
-/** Options of `LeaseStore`. */
-export interface LeaseStoreOptions {
-  /** SQLite file path (`:memory:` only for tests that need no durability). */
-  readonly path: string;
-  /** `FULL` makes every commit durable (an fsync); `NORMAL` may lose the last commits on power loss. Default `FULL`. */
-  readonly synchronous?: "FULL" | "NORMAL";
-  /** How long a writer waits for another connection's lock, milliseconds. Default 5000. */
-  readonly busyTimeoutMs?: number;
-  /** Clock, Unix milliseconds. */
-  readonly now?: () => number;
-  /**
-   * Period of WAL checkpoints, milliseconds. Default 1000. Checkpoints run on this timer, not
-   * inside a commit (SQLite's automatic checkpoint would make one allocation in a few hundred
-   * pay for copying the WAL into the database). 0 = SQLite's automatic checkpoints.
-   */
-  readonly checkpointIntervalMs?: number;
-}
-
-interface LeaseRow {
-  session_id: string;
-  instance_address: string;
-  pod_name: string;
-  owner: string;
-  instance_boot_id: string;
-  created_at: number;
-  last_activity: number;
-  expires_at: number;
-}
-
-interface InstanceRow {
-  address: string;
-  pod_name: string;
-  boot_id: string;
-  healthy: number;
-  draining: number;
-  clean: number;
-  session_id: string | null;
-  free_since: number;
-  released_at: number;
-  updated_at: number;
-}
-
-const migrations: readonly string[] = [
-  `CREATE TABLE instances (
-     address     TEXT PRIMARY KEY,
-     pod_name    TEXT NOT NULL DEFAULT '',
-     boot_id     TEXT NOT NULL DEFAULT '',
-     healthy     INTEGER NOT NULL DEFAULT 0,
-     draining    INTEGER NOT NULL DEFAULT 0,
-     clean       INTEGER NOT NULL DEFAULT 0,
-     session_id  TEXT UNIQUE,
-     free_since  INTEGER NOT NULL DEFAULT 0,
-     released_at INTEGER NOT NULL DEFAULT 0,
-     updated_at  INTEGER NOT NULL DEFAULT 0
-   );
-   -- Allocation reads only this index: flat cost from 3 to 10,000 instances.
-   CREATE INDEX instances_allocatable ON instances(free_since)
-     WHERE session_id IS NULL AND healthy = 1 AND clean = 1 AND draining = 0;
-   CREATE TABLE leases (
-     session_id        TEXT PRIMARY KEY,
-     instance_address  TEXT NOT NULL UNIQUE REFERENCES instances(address),
-     pod_name          TEXT NOT NULL,
-     owner             TEXT NOT NULL,
-     instance_boot_id  TEXT NOT NULL,
-     created_at        INTEGER NOT NULL,
-     last_activity     INTEGER NOT NULL,
-     expires_at        INTEGER NOT NULL
-   );
-   CREATE INDEX leases_expiry ON leases(expires_at);
-   CREATE INDEX leases_owner ON leases(owner);`,
-];
-
-function leaseFromRow(row: LeaseRow): Lease {
-  return {
-    sessionId: row.session_id,
-    instanceAddress: row.instance_address,
-    podName: row.pod_name,
-    owner: row.owner,
-    instanceBootId: row.instance_boot_id,
-    createdAt: row.created_at,
-    lastActivity: row.last_activity,
-    expiresAt: row.expires_at,
-  };
-}
-
-function instanceFromRow(row: InstanceRow): InstanceRecord {
-  return {
-    address: row.address,
-    podName: row.pod_name,
-    bootId: row.boot_id,
-    healthy: row.healthy === 1,
-    draining: row.draining === 1,
-    clean: row.clean === 1,
-    sessionId: row.session_id,
-    freeSince: row.free_since,
-    updatedAt: row.updated_at,
-  };
+/** A gateway process registered in the store (membership, SPEC 10). */
+export interface GatewayMember {
+  /** `GATEWAY_ID`: unique among the gateways sharing the store. */
+  readonly id: string;
+  /** Where the gateway serves (for operators), e.g. `10.0.0.5:10000`. */
+  readonly address: string;
+  /** When this process registered, Unix milliseconds. */
+  readonly startedAt: number;
+  /** Its last heartbeat, Unix milliseconds (the store's clock of the writing gateway). */
+  readonly heartbeatAt: number;
 }
 
 /**
- * The durable lease store (SPEC 4.3, 4.6, 4.7): SQLite in WAL mode, every read-then-write in
- * one `BEGIN IMMEDIATE` transaction, so two sessions (or two gateway processes sharing the
- * file) can never lease one instance; `instances.session_id` and `leases.instance_address`
- * are both UNIQUE as a second guard. Knows nothing about gRPC.
+ * A change committed to the store, delivered by `watch` after the commit. Lease caches drop
+ * the session's entry; waiters for a free instance wake up. `resync` means changes may have
+ * been missed (the channel was down): every cached lease must be dropped.
  */
-export class LeaseStore {
-  private readonly db: Database.Database;
-  private readonly now: () => number;
-  private readonly stmts;
-  private readonly acquireTx;
-  private readonly releaseTx;
-  private readonly touchTx;
-  private readonly expireTx;
-  private readonly recordStatusTx;
-  private readonly checkpointTimer: NodeJS.Timeout | undefined;
+export type LeaseChange =
+  | { readonly kind: "lease"; readonly sessionId: string; readonly instanceAddress: string; readonly op: "acquired" | "released" }
+  | { readonly kind: "instance"; readonly address: string }
+  | { readonly kind: "members" }
+  | { readonly kind: "resync" };
 
-  constructor(options: LeaseStoreOptions) {
-    this.now = options.now ?? Date.now;
-    this.db = new Database(options.path);
-    this.db.pragma("journal_mode = WAL");
-    this.db.pragma(`synchronous = ${options.synchronous ?? "FULL"}`);
-    this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
-    this.db.pragma("foreign_keys = ON");
-    const checkpointMs = options.checkpointIntervalMs ?? 1000;
-    if (checkpointMs > 0) {
-      this.db.pragma("wal_autocheckpoint = 0");
-      this.checkpointTimer = setInterval(() => this.checkpoint(), checkpointMs).unref();
-    }
-    this.migrate();
-    const db = this.db;
-    this.stmts = {
-      lease: db.prepare<[string], LeaseRow>("SELECT * FROM leases WHERE session_id = ?"),
-      leaseOfInstance: db.prepare<[string], LeaseRow>("SELECT * FROM leases WHERE instance_address = ?"),
-      leases: db.prepare<[], LeaseRow>("SELECT * FROM leases ORDER BY created_at"),
-      countByOwner: db.prepare<[string], { n: number }>("SELECT COUNT(*) AS n FROM leases WHERE owner = ?"),
-      instance: db.prepare<[string], InstanceRow>("SELECT * FROM instances WHERE address = ?"),
-      instances: db.prepare<[], InstanceRow>("SELECT * FROM instances ORDER BY address"),
-      pickFree: db.prepare<[], InstanceRow>(
-        `SELECT * FROM instances INDEXED BY instances_allocatable
-          WHERE session_id IS NULL AND healthy = 1 AND clean = 1 AND draining = 0
-          ORDER BY free_since LIMIT 1`,
-      ),
-      pickFreeExcept: db.prepare<[string], InstanceRow>(
-        `SELECT * FROM instances INDEXED BY instances_allocatable
-          WHERE session_id IS NULL AND healthy = 1 AND clean = 1 AND draining = 0 AND address <> ?
-          ORDER BY free_since LIMIT 1`,
-      ),
-      anyHealthy: db.prepare<[], { one: number }>("SELECT 1 AS one FROM instances WHERE healthy = 1 LIMIT 1"),
-      insertLease: db.prepare(
-        `INSERT INTO leases (session_id, instance_address, pod_name, owner, instance_boot_id, created_at, last_activity, expires_at)
-         VALUES (@session_id, @instance_address, @pod_name, @owner, @instance_boot_id, @created_at, @last_activity, @expires_at)`,
-      ),
-      deleteLease: db.prepare<[string]>("DELETE FROM leases WHERE session_id = ?"),
-      occupy: db.prepare<[string, number, string]>(
-        "UPDATE instances SET session_id = ?, clean = 0, updated_at = ? WHERE address = ? AND session_id IS NULL",
-      ),
-      vacate: db.prepare<{ address: string; now: number }>(
-        `UPDATE instances SET session_id = NULL, clean = 0, free_since = @now, released_at = @now, updated_at = @now
-          WHERE address = @address`,
-      ),
-      touch: db.prepare<{ session_id: string; last: number; expires: number }>(
-        `UPDATE leases SET last_activity = MAX(last_activity, @last), expires_at = MAX(expires_at, @expires)
-          WHERE session_id = @session_id`,
-      ),
-      expiredLeases: db.prepare<[number], LeaseRow>("SELECT * FROM leases WHERE expires_at <= ? ORDER BY expires_at"),
-      registerInstance: db.prepare<{ address: string; now: number }>(
-        "INSERT INTO instances (address, free_since, updated_at) VALUES (@address, 0, @now) ON CONFLICT(address) DO NOTHING",
-      ),
-      updateStatus: db.prepare<{
-        address: string;
-        pod_name: string;
-        boot_id: string;
-        clean: number;
-        now: number;
-      }>(
-        `UPDATE instances SET healthy = 1, pod_name = @pod_name, boot_id = @boot_id, clean = @clean, updated_at = @now
-          WHERE address = @address`,
-      ),
-      setHealthy: db.prepare<[number, number, string]>("UPDATE instances SET healthy = ?, updated_at = ? WHERE address = ?"),
-      setDraining: db.prepare<[number, number, string]>("UPDATE instances SET draining = ?, updated_at = ? WHERE address = ?"),
-    };
+/**
+ * The lease store as the gateway uses it (SPEC 4.3, 4.6, 4.7, 10): the port that every engine
+ * (`SqliteLeaseStore`, `PostgresLeaseStore`) implements and `createLeaseStore` picks. Every
+ * read-then-write is one transaction; an instance is never leased twice, also with several
+ * gateways sharing the store. Knows nothing about gRPC.
+ *
+ * Everything is asynchronous except `lookup`, the per-call read of a leased session, which
+ * answers without I/O when it can (a cache hit, or SQLite's synchronous indexed read).
+ */
+export interface LeaseStore {
+  /** Engine name for logs and metrics: `sqlite` or `postgres`. */
+  readonly engine: "sqlite" | "postgres";
+  /**
+   * True while the store can answer writes: always for SQLite; for PostgreSQL while connected
+   * (a gateway is not ready before its first connection, SPEC 10).
+   */
+  available(): boolean;
 
-    this.acquireTx = db.transaction((requests: readonly AcquireRequest[]): AcquireResult[] =>
-      requests.map((request) => this.acquireInTransaction(request)),
-    );
-
-    this.releaseTx = db.transaction((sessionId: string, expectAddress: string | undefined): Lease | undefined => {
-      const row = this.stmts.lease.get(sessionId);
-      if (row === undefined) return undefined;
-      if (expectAddress !== undefined && row.instance_address !== expectAddress) return undefined;
-      this.stmts.deleteLease.run(sessionId);
-      this.stmts.vacate.run({ address: row.instance_address, now: this.now() });
-      return leaseFromRow(row);
-    });
-
-    this.touchTx = db.transaction((activity: ReadonlyMap<string, number>, ttlMs: number) => {
-      for (const [sessionId, last] of activity) {
-        this.stmts.touch.run({ session_id: sessionId, last, expires: last + ttlMs });
-      }
-    });
-
-    this.expireTx = db.transaction((now: number): Lease[] => {
-      const expired = this.stmts.expiredLeases.all(now);
-      for (const row of expired) {
-        this.stmts.deleteLease.run(row.session_id);
-        this.stmts.vacate.run({ address: row.instance_address, now });
-      }
-      return expired.map(leaseFromRow);
-    });
-
-    this.recordStatusTx = db.transaction((address: string, status: InstanceStatus, probeStartedAt: number): ReconcileOutcome => {
-      const instance = this.stmts.instance.get(address);
-      if (instance === undefined) return {};
-      const now = this.now();
-      let released: Lease | undefined;
-      const leaseRow = this.stmts.leaseOfInstance.get(address);
-      if (leaseRow !== undefined) {
-        const restarted = leaseRow.instance_boot_id !== "" && leaseRow.instance_boot_id !== status.bootId;
-        const foreign = status.sessionId !== "" && status.sessionId !== leaseRow.session_id;
-        // A probe older than the lease describes the instance before it was leased.
-        if ((restarted || foreign) && probeStartedAt >= leaseRow.created_at) {
-          this.stmts.deleteLease.run(leaseRow.session_id);
-          this.stmts.vacate.run({ address, now });
-          released = leaseFromRow(leaseRow);
-        }
-      }
-      const stillLeased = leaseRow !== undefined && released === undefined;
-      // A probe that started before the last release may describe the instance before its
-      // session bound: it cannot prove the instance clean.
-      const staleProbe = probeStartedAt < (released !== undefined ? now : instance.released_at);
-      const clean = !stillLeased && status.sessionId === "" && !status.shuttingDown && !staleProbe ? 1 : 0;
-      this.stmts.updateStatus.run({
-        address,
-        pod_name: status.podName,
-        boot_id: status.bootId,
-        clean,
-        now,
-      });
-      const unknownSession = !stillLeased && status.sessionId !== "" ? status.sessionId : undefined;
-      return { ...(released ? { released } : {}), ...(unknownSession ? { unknownSession } : {}) };
-    });
-  }
-
-  private acquireInTransaction(request: AcquireRequest): AcquireResult {
-    const { sessionId, owner, ttlMs, avoidAddress, maxPerOwner } = request;
-    const existing = this.stmts.lease.get(sessionId);
-    if (existing !== undefined) return { kind: "existing", lease: leaseFromRow(existing) };
-    if (maxPerOwner !== undefined && maxPerOwner > 0 && (this.stmts.countByOwner.get(owner)?.n ?? 0) >= maxPerOwner) {
-      return { kind: "user-limit" };
-    }
-    const instance = avoidAddress === undefined ? this.stmts.pickFree.get() : this.stmts.pickFreeExcept.get(avoidAddress);
-    if (instance === undefined) {
-      return this.stmts.anyHealthy.get() === undefined ? { kind: "unavailable" } : { kind: "busy" };
-    }
-    const now = this.now();
-    const row: LeaseRow = {
-      session_id: sessionId,
-      instance_address: instance.address,
-      pod_name: instance.pod_name,
-      owner,
-      instance_boot_id: instance.boot_id,
-      created_at: now,
-      last_activity: now,
-      expires_at: now + ttlMs,
-    };
-    this.stmts.insertLease.run(row);
-    this.stmts.occupy.run(sessionId, now, instance.address);
-    return { kind: "acquired", lease: leaseFromRow(row) };
-  }
-
-  private migrate(): void {
-    // The version is read inside the write transaction: two gateways opening a new file at
-    // once must not both run a migration.
-    for (;;) {
-      const done = this.db
-        .transaction(() => {
-          const version = this.db.pragma("user_version", { simple: true }) as number;
-          if (version >= migrations.length) return true;
-          this.db.exec(migrations[version] as string);
-          this.db.pragma(`user_version = ${version + 1}`);
-          return false;
-        })
-        .immediate();
-      if (done) return;
-    }
-  }
-
-  /** The lease of a session, if any. A read: no write, no lock. */
-  get(sessionId: string): Lease | undefined {
-    const row = this.stmts.lease.get(sessionId);
-    return row === undefined ? undefined : leaseFromRow(row);
-  }
-
+  /**
+   * The session's lease when the engine knows it without waiting: the lease, `null` when it
+   * knows there is none, `undefined` when only `get` (or an acquisition) can tell. Never
+   * touches the event loop.
+   */
+  lookup(sessionId: string): Lease | null | undefined;
+  /** The lease of a session, if any (a read of the store). */
+  get(sessionId: string): Promise<Lease | undefined>;
   /** The lease held on an instance, if any. */
-  leaseOfInstance(address: string): Lease | undefined {
-    const row = this.stmts.leaseOfInstance.get(address);
-    return row === undefined ? undefined : leaseFromRow(row);
-  }
+  leaseOfInstance(address: string): Promise<Lease | undefined>;
+  /** Every lease, oldest first. */
+  leases(): Promise<Lease[]>;
+  /** Number of leases a user holds. */
+  countByOwner(owner: string): Promise<number>;
 
   /**
    * Returns the session's lease, or leases it the allocatable instance free for the longest
    * time, in one write transaction. `avoidAddress` skips one instance (a transfer away from it).
    */
-  acquire(sessionId: string, owner: string, ttlMs: number, avoidAddress?: string): AcquireResult {
-    const existing = this.get(sessionId);
-    if (existing !== undefined) return { kind: "existing", lease: existing };
-    return this.acquireTx.immediate([{ sessionId, owner, ttlMs, avoidAddress }])[0] as AcquireResult;
-  }
-
+  acquire(sessionId: string, owner: string, ttlMs: number, avoidAddress?: string): Promise<AcquireResult>;
   /**
-   * Several acquisitions in one write transaction, in order (group commit: one fsync for all
-   * of them). A session listed twice gets `existing` the second time.
+   * Several acquisitions in one write transaction, in order (group commit: one durable commit
+   * for all of them). A session listed twice gets `existing` the second time.
    */
-  acquireBatch(requests: readonly AcquireRequest[]): AcquireResult[] {
-    return requests.length === 0 ? [] : this.acquireTx.immediate(requests);
-  }
-
-  /** Number of leases a user holds. */
-  countByOwner(owner: string): number {
-    return this.stmts.countByOwner.get(owner)?.n ?? 0;
-  }
-
+  acquireBatch(requests: readonly AcquireRequest[]): Promise<AcquireResult[]>;
   /**
    * Releases a session's lease (only if it is on `expectAddress`, when given). The instance
    * becomes allocatable again only after a probe shows it clean. Returns the released lease.
    */
-  release(sessionId: string, expectAddress?: string): Lease | undefined {
-    return this.releaseTx.immediate(sessionId, expectAddress);
-  }
-
+  release(sessionId: string, expectAddress?: string): Promise<Lease | undefined>;
   /** Records activity of many sessions in one transaction: each expires `ttlMs` after its last activity. */
-  touch(activity: ReadonlyMap<string, number>, ttlMs: number): void {
-    if (activity.size > 0) this.touchTx.immediate(activity, ttlMs);
-  }
-
-  /** Releases every lease whose expiry has passed; returns them (their instances need recycling). */
-  expire(now: number = this.now()): Lease[] {
-    return this.expireTx.immediate(now);
-  }
+  touch(activity: ReadonlyMap<string, number>, ttlMs: number): Promise<void>;
+  /**
+   * Releases every lease whose expiry has passed and returns them (their instances need
+   * recycling). Each lease is returned to exactly one caller, also across gateways.
+   */
+  expire(now?: number): Promise<Lease[]>;
 
   /** Adds instances found by discovery (no-op for known ones). */
-  register(addresses: readonly string[]): void {
-    const now = this.now();
-    this.db
-      .transaction(() => {
-        for (const address of addresses) this.stmts.registerInstance.run({ address, now });
-      })
-      .immediate();
-  }
-
+  register(addresses: readonly string[]): Promise<void>;
   /**
    * Records a successful probe and reconciles (SPEC 4.7): a lease whose instance restarted
    * (another boot id) or holds another session is released; a free instance is allocatable
-   * only while it reports no session. Writes only when something changes.
+   * only while it reports no session. `probeStartedAt` (default now) tells a probe older than
+   * the last lease or release apart. Writes only when something changes.
    */
-  recordStatus(address: string, status: InstanceStatus, probeStartedAt: number = this.now()): ReconcileOutcome {
-    const instance = this.stmts.instance.get(address);
-    if (instance === undefined) return {};
-    const lease = instance.session_id === null ? undefined : this.stmts.lease.get(instance.session_id);
-    const leaseOk =
-      lease === undefined ||
-      probeStartedAt < lease.created_at ||
-      ((lease.instance_boot_id === "" || lease.instance_boot_id === status.bootId) &&
-        (status.sessionId === "" || status.sessionId === lease.session_id));
-    const wantClean = lease === undefined && status.sessionId === "" && !status.shuttingDown && probeStartedAt >= instance.released_at;
-    const unchanged =
-      leaseOk &&
-      instance.healthy === 1 &&
-      instance.pod_name === status.podName &&
-      instance.boot_id === status.bootId &&
-      (lease !== undefined || instance.clean === (wantClean ? 1 : 0));
-    if (unchanged) {
-      return lease === undefined && status.sessionId !== "" ? { unknownSession: status.sessionId } : {};
-    }
-    return this.recordStatusTx.immediate(address, status, probeStartedAt);
-  }
-
+  recordStatus(address: string, status: InstanceStatus, probeStartedAt?: number): Promise<ReconcileOutcome>;
   /** Marks an instance healthy or not (after enough failed probes). */
-  setHealthy(address: string, healthy: boolean): void {
-    const instance = this.stmts.instance.get(address);
-    if (instance !== undefined && instance.healthy !== (healthy ? 1 : 0)) {
-      this.stmts.setHealthy.run(healthy ? 1 : 0, this.now(), address);
-    }
-  }
-
+  setHealthy(address: string, healthy: boolean): Promise<void>;
   /** Drains (no new leases) or undrains an instance. Returns false for an unknown address. */
-  setDraining(address: string, draining: boolean): boolean {
-    return this.stmts.setDraining.run(draining ? 1 : 0, this.now(), address).changes === 1;
-  }
+  setDraining(address: string, draining: boolean): Promise<boolean>;
+  instance(address: string): Promise<InstanceRecord | undefined>;
+  /** Every instance, by address. */
+  instances(): Promise<InstanceRecord[]>;
 
-  instance(address: string): InstanceRecord | undefined {
-    const row = this.stmts.instance.get(address);
-    return row === undefined ? undefined : instanceFromRow(row);
-  }
-
-  instances(): InstanceRecord[] {
-    return this.stmts.instances.all().map(instanceFromRow);
-  }
-
-  leases(): Lease[] {
-    return this.stmts.leases.all().map(leaseFromRow);
-  }
+  /** Registers or refreshes a gateway (its heartbeat, at the store's clock). */
+  heartbeat(member: { readonly id: string; readonly address: string }): Promise<void>;
+  /** Gateways whose last heartbeat is at most `liveWithinMs` old, by id. */
+  members(liveWithinMs: number): Promise<GatewayMember[]>;
+  /** Removes a gateway from the membership (clean stop). */
+  leave(id: string): Promise<void>;
 
   /**
-   * Copies the WAL into the database file as far as no reader needs it (PASSIVE: never waits
-   * for other connections), so the WAL stays small. Runs on the store's timer.
+   * Subscribes to committed changes (in-process events for SQLite, `LISTEN/NOTIFY` for
+   * PostgreSQL). Returns the unsubscribe function.
    */
-  checkpoint(): void {
-    try {
-      this.db.pragma("wal_checkpoint(PASSIVE)");
-    } catch {
-      // Busy or closing: the next period tries again.
-    }
-  }
+  watch(listener: (change: LeaseChange) => void): () => void;
 
-  close(): void {
-    if (this.checkpointTimer !== undefined) clearInterval(this.checkpointTimer);
-    this.db.close();
-  }
+  close(): Promise<void>;
 }

@@ -89,11 +89,11 @@ export function registerAdminService(router: ConnectRouter, options: AdminServic
     });
   };
 
-  const leasesByAddress = () => new Map(store.leases().map((l) => [l.instanceAddress, l] as const));
+  const leasesByAddress = async () => new Map((await store.leases()).map((l) => [l.instanceAddress, l] as const));
 
   /** An instance by address (`host:port`) or pod name. */
-  const findInstance = (name: string): InstanceRecord => {
-    const all = store.instances();
+  const findInstance = async (name: string): Promise<InstanceRecord> => {
+    const all = await store.instances();
     const found = all.find((i) => i.address === name) ?? all.find((i) => i.podName !== "" && i.podName === name);
     if (found === undefined) throw new ConnectError(`instance ${name} not found`, Code.NotFound);
     return found;
@@ -101,8 +101,8 @@ export function registerAdminService(router: ConnectRouter, options: AdminServic
 
   const setDraining = async (instance: string, draining: boolean, context: HandlerContext) => {
     const admin = await requireAdmin(verifyToken, context);
-    const record = findInstance(instance);
-    store.setDraining(record.address, draining);
+    const record = await findInstance(instance);
+    await store.setDraining(record.address, draining);
     options.logger.info(
       {
         requestId: requestIdOf(context.requestHeader),
@@ -113,19 +113,19 @@ export function registerAdminService(router: ConnectRouter, options: AdminServic
       draining ? "admin: instance drained" : "admin: instance undrained",
     );
     return {
-      instance: toInstance(store.instance(record.address) ?? record, leasesByAddress()),
+      instance: toInstance((await store.instance(record.address)) ?? record, await leasesByAddress()),
     };
   };
 
   router.service(AdminService, {
     async listInstances(_request, context) {
       await requireAdmin(verifyToken, context);
-      const leases = leasesByAddress();
-      return { instances: store.instances().map((i) => toInstance(i, leases)) };
+      const leases = await leasesByAddress();
+      return { instances: (await store.instances()).map((i) => toInstance(i, leases)) };
     },
     async listSessions(_request, context) {
       await requireAdmin(verifyToken, context);
-      return { sessions: store.leases().map(toSession) };
+      return { sessions: (await store.leases()).map(toSession) };
     },
     async releaseSession(request, context) {
       const admin = await requireAdmin(verifyToken, context);
@@ -133,8 +133,8 @@ export function registerAdminService(router: ConnectRouter, options: AdminServic
         requestId: requestIdOf(context.requestHeader),
         sessionId: request.sessionId,
       });
-      const lease = store.get(request.sessionId);
-      const released = lease === undefined ? undefined : store.release(lease.sessionId, lease.instanceAddress);
+      const lease = await store.get(request.sessionId);
+      const released = lease === undefined ? undefined : await store.release(lease.sessionId, lease.instanceAddress);
       if (released === undefined) throw new ConnectError(`session ${request.sessionId} holds no lease`, Code.NotFound);
       // The session's next call is told it moved (transfer metadata, reason `admin`).
       options.router.noteLostLease(released, "admin");

@@ -10,8 +10,8 @@ export type LoginResult = "ok" | "invalid_argument" | "denied" | "throttled";
 
 /** What the state gauges read at scrape time. */
 export interface PoolStateSource {
-  instances(): InstanceRecord[];
-  leases(): Lease[];
+  instances(): Promise<InstanceRecord[]>;
+  leases(): Promise<Lease[]>;
 }
 
 /** Options of `createGatewayMetrics`. */
@@ -168,17 +168,24 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
     registers,
   });
 
-  // One read of the store per scrape, shared by every state gauge: a scrape runs all
-  // collect() calls in one turn of the event loop, so the snapshot lives until the next turn.
-  let snapshot: { instances: InstanceRecord[]; leases: Lease[] } | undefined;
+  // One read of the store per scrape, shared by every state gauge: prom-client starts every collect() of a scrape in one turn, so they share one read. While
+  // the store cannot be read (database down, SPEC 10) the gauges show the last state read.
+  type Snapshot = { instances: InstanceRecord[]; leases: Lease[] };
+  let snapshot: Promise<Snapshot> | undefined;
+  let lastGood: Snapshot = { instances: [], leases: [] };
   const read = () => {
-    if (snapshot === undefined) {
-      snapshot = { instances: options.state.instances(), leases: options.state.leases() };
-      setImmediate(() => {
-        snapshot = undefined;
-      });
-    }
-    return snapshot;
+    snapshot ??= Promise.all([options.state.instances(), options.state.leases()]).then(
+      ([instances, leases]) => {
+        lastGood = { instances, leases };
+        return lastGood;
+      },
+      () => lastGood,
+    );
+    const current = snapshot;
+    setImmediate(() => {
+      if (snapshot === current) snapshot = undefined;
+    });
+    return current;
   };
   const podOf = (instances: InstanceRecord[], address: string) => instances.find((i) => i.address === address)?.podName ?? "";
 
@@ -186,8 +193,8 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
     name: "mygateway_active_leases",
     help: "Sessions currently holding an instance.",
     registers,
-    collect() {
-      this.set(read().leases.length);
+    async collect() {
+      this.set((await read()).leases.length);
     },
   });
   /** A gauge with one series per lease, valued from the lease at scrape time. */
@@ -197,8 +204,8 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
       help,
       labelNames: ["pod", "address"] as const,
       registers,
-      collect() {
-        const { instances, leases } = read();
+      async collect() {
+        const { instances, leases } = await read();
         const t = now();
         this.reset();
         for (const lease of leases) {
@@ -224,9 +231,9 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
       help,
       labelNames: ["pod", "address"] as const,
       registers,
-      collect() {
+      async collect() {
         this.reset();
-        for (const i of read().instances) this.set({ pod: i.podName, address: i.address }, flag(i) ? 1 : 0);
+        for (const i of (await read()).instances) this.set({ pod: i.podName, address: i.address }, flag(i) ? 1 : 0);
       },
     });
   perInstanceFlag("mygateway_instance_up", "1 while the instance passes its health probes, else 0.", (i) => i.healthy);
@@ -240,14 +247,14 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
     help: "Instances by state: free (allocatable unless draining), leased, recycling (not yet seen clean), unhealthy.",
     labelNames: ["state"] as const,
     registers,
-    collect() {
+    async collect() {
       const counts: Record<InstanceCondition, number> = {
         free: 0,
         leased: 0,
         recycling: 0,
         unhealthy: 0,
       };
-      for (const i of read().instances) counts[instanceCondition(i)]++;
+      for (const i of (await read()).instances) counts[instanceCondition(i)]++;
       for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
     },
   });

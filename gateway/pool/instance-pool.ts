@@ -8,7 +8,7 @@ import {
   HealthCheckResponseSchema,
 } from "../../gen/grpc/health/v1/health_pb.js";
 import { GetStatusResponseSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
-import type { InstanceStatus, Lease, LeaseStore } from "../leases/lease-store.js";
+import type { InstanceRecord, InstanceStatus, Lease, LeaseStore, ReconcileOutcome } from "../leases/lease-store.js";
 import { rawUnary } from "../proxy/raw-unary.js";
 import { ConnectFailure, type UpstreamConnection, type UpstreamPool } from "../proxy/upstream-pool.js";
 import type { Discovery } from "./discovery.js";
@@ -81,6 +81,8 @@ export class InstancePool {
   private readonly probes = new Map<string, InstanceProbeState>();
   private known: string[] = [];
   private readonly timers: NodeJS.Timeout[] = [];
+  /** The store's instance rows, read once per probe round (not once per probe). */
+  private records = new Map<string, InstanceRecord>();
 
   constructor(private readonly options: InstancePoolOptions) {}
 
@@ -133,13 +135,18 @@ export class InstancePool {
     }
     const gone = this.known.filter((a) => !found.includes(a));
     const added = found.filter((a) => !this.known.includes(a));
-    if (added.length > 0) {
-      store.register(added);
-      logger.info({ added }, "instances discovered");
+    try {
+      if (added.length > 0) {
+        await store.register(added);
+        logger.info({ added }, "instances discovered");
+      }
+      for (const address of gone) await store.setHealthy(address, false);
+    } catch (error) {
+      logger.warn({ err: error }, "lease store unavailable; discovery retried next period");
+      return;
     }
     for (const address of gone) {
       this.probes.delete(address);
-      store.setHealthy(address, false);
       this.options.upstream.destroy(address);
       logger.warn({ address }, "instance no longer discovered; taken out of the pool");
     }
@@ -164,6 +171,13 @@ export class InstancePool {
    * timeout, counted from its own start).
    */
   private async probeAll(): Promise<void> {
+    try {
+      this.records = new Map((await this.options.store.instances()).map((r) => [r.address, r] as const));
+    } catch (error) {
+      // The store is down (SPEC 10): PINGs still show which instances live; state is written
+      // once it is back.
+      this.options.logger.warn({ err: error }, "lease store unavailable; probing from the last known state");
+    }
     const queue = [...this.known];
     const worker = async () => {
       for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probe(address);
@@ -220,8 +234,15 @@ export class InstancePool {
       const wasDown = state.consecutiveFailures >= this.options.failureThreshold;
       state.consecutiveFailures = 0;
       state.lastError = undefined;
-      const before = store.instance(address);
-      const outcome = store.recordStatus(address, status, startedAt);
+      const before = this.records.get(address);
+      let outcome: ReconcileOutcome;
+      try {
+        outcome = await store.recordStatus(address, status, startedAt);
+      } catch (error) {
+        // The instance answered; only the store did not (SPEC 10): not a probe failure.
+        logger.warn({ err: error, address }, "lease store unavailable; probe result not written");
+        return;
+      }
       if (wasDown || before?.healthy === false) {
         logger.info({ address, pod: status.podName }, "instance healthy");
         this.options.onHealthChange?.(address, true);
@@ -248,16 +269,18 @@ export class InstancePool {
       if (!this.probes.has(address)) return;
       state.consecutiveFailures++;
       state.lastError = (error as Error).message;
-      const record = store.instance(address);
+      const record = this.records.get(address);
       if (state.consecutiveFailures === 1 && record?.healthy === true && record.sessionId === null) {
         // A free instance holds no session a blip could kill: out of allocation at once, so a
         // pool that is down answers UNAVAILABLE within one probe (SPEC 4.8).
-        store.setHealthy(address, false);
+        this.records.set(address, { ...record, healthy: false });
+        await this.markUnhealthy(address);
         logger.info({ address, pod: record.podName, error: state.lastError }, "free instance not answering; not allocatable");
         this.options.onHealthChange?.(address, false);
       }
       if (state.consecutiveFailures === this.options.failureThreshold) {
-        store.setHealthy(address, false);
+        if (record !== undefined) this.records.set(address, { ...record, healthy: false });
+        await this.markUnhealthy(address);
         // Streams to a dead instance fail now instead of hanging (SPEC 4.8).
         this.options.upstream.destroy(address);
         logger.warn({ address, pod: record?.podName, error: state.lastError }, "instance declared dead");
@@ -266,6 +289,14 @@ export class InstancePool {
     } finally {
       state.lastProbeAt = Date.now();
       state.inFlight = false;
+    }
+  }
+
+  private async markUnhealthy(address: string): Promise<void> {
+    try {
+      await this.options.store.setHealthy(address, false);
+    } catch (error) {
+      this.options.logger.warn({ err: error, address }, "lease store unavailable; instance health not written");
     }
   }
 
@@ -282,7 +313,7 @@ export class InstancePool {
     // Half an interval of slack: probe rounds start a little late or early.
     const due = now - state.lastFullProbeAt >= fullEvery - this.options.healthIntervalMs / 2;
     if (due || state.consecutiveFailures > 0) return undefined;
-    const record = this.options.store.instance(address);
+    const record = this.records.get(address);
     if (record === undefined || !record.healthy || (record.sessionId === null && !record.clean)) return undefined;
     const conn = this.options.upstream.identified(address);
     return conn !== undefined && conn.bootId === record.bootId ? conn : undefined;
@@ -296,7 +327,7 @@ export class InstancePool {
     // Up to `failureThreshold` probes, each on a new connection: one slow answer must not end
     // a live session, and a process that is gone shows it at once (refused, or a new boot id).
     for (let attempt = 0; attempt < this.options.failureThreshold; attempt++) {
-      if (this.isDown(address) || this.options.store.instance(address)?.healthy === false) return "gone";
+      if (this.isDown(address) || (await this.storeSaysUnhealthy(address))) return "gone";
       const conn = this.options.upstream.dedicated(address);
       try {
         const status = await this.status(address, conn, this.options.healthTimeoutMs);
@@ -308,6 +339,14 @@ export class InstancePool {
       }
     }
     return "same";
+  }
+
+  private async storeSaysUnhealthy(address: string): Promise<boolean> {
+    try {
+      return (await this.options.store.instance(address))?.healthy === false;
+    } catch {
+      return false; // the store is down: the probe below decides
+    }
   }
 
   /** Shuts an instance down on `sessionId`'s behalf so its supervisor restarts it clean (SPEC 4.6). */

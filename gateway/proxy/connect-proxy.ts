@@ -98,7 +98,7 @@ export function createConnectProxy(options: ConnectProxyOptions) {
       } catch (error) {
         throw upstreamError(error);
       }
-      options.router.releaseAfterShutdown(lease as Lease);
+      await options.router.releaseAfterShutdown(lease as Lease);
       return reply;
     },
   };

@@ -287,19 +287,21 @@ class RelayCall {
       return;
     }
     const code = Number(status);
+    const out: OutgoingHttpHeaders = {};
+    for (const key in trailers) {
+      if (key.charCodeAt(0) === 58 || key === "content-type" || key === "content-length" || key === "date") continue;
+      out[key] = trailers[key];
+    }
     if (
       this.method === "MyServiceShutdown" &&
       (code === 0 ||
         (code === Code.PermissionDenied && decodeGrpcMessage(trailers?.["grpc-message"] as string | undefined) === messages.sessionNotSet))
     ) {
       // SPEC 4.5: a successful Shutdown releases the lease. So does an instance that holds no
-      // session at all (the session's first call never reached it): the lease is empty.
-      this.o.router.releaseAfterShutdown(lease);
-    }
-    const out: OutgoingHttpHeaders = {};
-    for (const key in trailers) {
-      if (key.charCodeAt(0) === 58 || key === "content-type" || key === "content-length" || key === "date") continue;
-      out[key] = trailers[key];
+      // session at all (the session's first call never reached it): the lease is empty. The
+      // reply waits for the release, so the session's next call finds no lease.
+      void this.o.router.releaseAfterShutdown(lease).then(() => this.endWith(out, code));
+      return;
     }
     this.endWith(out, code);
   }
@@ -320,7 +322,7 @@ class RelayCall {
     }
     if (this.method === "MyServiceShutdown") {
       // Nothing to shut down any more: the session's instance is gone. Release its lease.
-      this.o.router.releaseAfterShutdown(lease);
+      await this.o.router.releaseAfterShutdown(lease);
       this.fail(Code.Unavailable, messages.unavailable);
       return;
     }

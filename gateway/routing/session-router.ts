@@ -1,10 +1,11 @@
 import { Code } from "@connectrpc/connect";
+import type { Logger } from "../../common/logger.js";
 import { type AuthFailure, authenticateCall } from "../../common/metadata-auth.js";
 import type { TokenClaims, TokenVerifier } from "../../common/tokens.js";
 import { busyError, GatewayError, messages, unavailableError } from "../errors.js";
 import { AcquireQueue } from "../leases/acquire-queue.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
-import type { Lease, LeaseStore } from "../leases/lease-store.js";
+import type { AcquireResult, Lease, LeaseStore } from "../leases/lease-store.js";
 
 /** The three proxied methods. */
 export type ProxiedMethod = "MyServiceEcho" | "MyServiceSubscribe" | "MyServiceShutdown";
@@ -45,6 +46,8 @@ export interface SessionRouterOptions {
   readonly maxSessionsPerUser?: number;
   /** Retry hint sent with RESOURCE_EXHAUSTED, milliseconds. */
   readonly busyRetryAfterMs?: number;
+  /** Where failures of background store writes go (a release after Shutdown). */
+  readonly logger?: Logger;
   /** Observes every allocation attempt (metrics). */
   readonly onAllocation?: (result: "acquired" | "busy" | "unavailable" | "user-limit", durationMs: number) => void;
 }
@@ -81,16 +84,23 @@ export class SessionRouter {
    * transfer when the session's previous instance was lost.
    */
   route(method: ProxiedMethod, caller: Caller): Route | Promise<Route> {
-    const { store, keeper } = this.options;
-    const existing = store.get(caller.sessionId);
-    if (existing !== undefined) {
-      this.checkOwner(existing, caller);
-      keeper.touch(caller.sessionId);
-      return { lease: existing };
-    }
+    const { store } = this.options;
+    // The hot path: a leased session is answered without waiting (no await, no extra turn).
+    const known = store.lookup(caller.sessionId);
+    if (known) return this.routeTo(known, caller);
     if (method === "MyServiceShutdown") {
-      throw new GatewayError(Code.PermissionDenied, messages.sessionNotSet);
+      if (known === null) throw new GatewayError(Code.PermissionDenied, messages.sessionNotSet);
+      return store.get(caller.sessionId).then(
+        (lease) => {
+          if (lease === undefined) throw new GatewayError(Code.PermissionDenied, messages.sessionNotSet);
+          return this.routeTo(lease, caller);
+        },
+        (error: unknown) => {
+          throw unavailableError(error);
+        },
+      );
     }
+    // No lease, or none known without a read: the acquisition returns an existing one.
     return this.acquire(caller).then((lease) => {
       const lost = this.lostLeases.get(caller.sessionId);
       if (lost === undefined) return { lease };
@@ -99,21 +109,35 @@ export class SessionRouter {
     });
   }
 
+  private routeTo(lease: Lease, caller: Caller): Route {
+    this.checkOwner(lease, caller);
+    this.options.keeper.touch(caller.sessionId);
+    return { lease };
+  }
+
   private async acquire(caller: Caller, avoidAddress?: string): Promise<Lease> {
     const { maxSessionsPerUser } = this.options;
     const started = performance.now();
     const done = (result: "acquired" | "busy" | "unavailable" | "user-limit") =>
       this.options.onAllocation?.(result, performance.now() - started);
-    const result = await this.queue.acquire({
-      sessionId: caller.sessionId,
-      owner: caller.claims.sub,
-      ttlMs: this.options.leaseIdleTtlMs,
-      avoidAddress,
-      maxPerOwner: maxSessionsPerUser,
-    });
+    let result: AcquireResult;
+    try {
+      result = await this.queue.acquire({
+        sessionId: caller.sessionId,
+        owner: caller.claims.sub,
+        ttlMs: this.options.leaseIdleTtlMs,
+        avoidAddress,
+        maxPerOwner: maxSessionsPerUser,
+      });
+    } catch (error) {
+      // The store cannot be written (database down, SPEC 10): a new session cannot be placed.
+      done("unavailable");
+      throw unavailableError(error);
+    }
     switch (result.kind) {
       case "existing":
         this.checkOwner(result.lease, caller);
+        this.options.keeper.touch(caller.sessionId);
         return result.lease;
       case "acquired":
         done("acquired");
@@ -146,9 +170,16 @@ export class SessionRouter {
    */
   async transfer(caller: Caller, lost: Lease, reason: string): Promise<{ lease: Lease; transfer: Transfer }> {
     const { store } = this.options;
-    if (store.release(lost.sessionId, lost.instanceAddress) === undefined) {
+    let released: Lease | undefined;
+    let current: Lease | undefined;
+    try {
+      released = await store.release(lost.sessionId, lost.instanceAddress);
       // Someone else ended or moved the lease meanwhile (Shutdown, expiry, admin, another call).
-      const current = store.get(lost.sessionId);
+      if (released === undefined) current = await store.get(lost.sessionId);
+    } catch (error) {
+      throw unavailableError(error);
+    }
+    if (released === undefined) {
       if (current === undefined) throw unavailableError();
       return { lease: current, transfer: { fromPod: lost.podName, toPod: current.podName, reason } };
     }
@@ -166,8 +197,15 @@ export class SessionRouter {
     this.lostLeases.set(lease.sessionId, { pod: lease.podName, reason });
   }
 
-  /** Releases the lease after a successful Shutdown (SPEC 4.5). */
-  releaseAfterShutdown(lease: Lease): void {
-    this.options.store.release(lease.sessionId, lease.instanceAddress);
+  /**
+   * Releases the lease after a successful Shutdown (SPEC 4.5). Resolves once written; a
+   * failure is logged (the lease then expires or is reconciled when the instance restarts).
+   */
+  async releaseAfterShutdown(lease: Lease): Promise<void> {
+    try {
+      await this.options.store.release(lease.sessionId, lease.instanceAddress);
+    } catch (error) {
+      this.options.logger?.warn({ err: error, sessionId: lease.sessionId }, "release after Shutdown failed");
+    }
   }
 }
