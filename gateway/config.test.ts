@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { hostname } from "node:os";
 import { describe, it } from "node:test";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { ConfigError } from "../common/env.js";
@@ -29,6 +30,8 @@ describe("gateway loadConfig()", () => {
       usersFile: "/etc/gateway/users.json",
       leaseDbPath: "data/leases.db",
       leaseDbSynchronous: "FULL",
+      leaseDbUrl: undefined,
+      gatewayId: `${hostname()}:10000`,
       instanceAddresses: ["127.0.0.1:5000"],
       instanceDns: undefined,
       discoveryIntervalMs: 5_000,
