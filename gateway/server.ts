@@ -13,6 +13,7 @@ import { createLogin, peerHeader } from "./auth/login-service.js";
 import { LoginThrottle } from "./auth/login-throttle.js";
 import type { UserStore } from "./auth/user-store.js";
 import type { GatewayConfig } from "./config.js";
+import { statusDetailFiles } from "./errors.js";
 import { createFrontDoor } from "./front-door.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
 import { LeaseStore } from "./leases/lease-store.js";
@@ -144,7 +145,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       stats: () => metrics.stats(),
       onReleased: () => metrics.leaseRevoked("admin"),
     });
-    registerReflectionService(r, [MyServiceAPI, Health, AdminService, ...reflectionServices]);
+    registerReflectionService(r, [MyServiceAPI, Health, AdminService, ...reflectionServices], statusDetailFiles);
   };
   const dashboard = createDashboardHandler();
   const handler = connectNodeAdapter({

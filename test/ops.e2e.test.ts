@@ -162,6 +162,36 @@ describe("operations surface", () => {
         );
       });
 
+      it("serves the google.rpc files of the status details it sends (file_containing_symbol, v1 and v1alpha)", async () => {
+        for (const version of ["v1", "v1alpha"]) {
+          const retry = (await py(stack, "describe", "google.rpc.RetryInfo", version)) as {
+            files: string[];
+            message: { file: string; fields: { name: string; type: unknown }[] };
+          };
+          assert.deepEqual(retry.files, ["google/protobuf/duration.proto", "google/rpc/error_details.proto"], version);
+          assert.equal(retry.message.file, "google/rpc/error_details.proto");
+          assert.deepEqual(
+            retry.message.fields.map((f) => [f.name, f.type]),
+            [["retry_delay", "google.protobuf.Duration"]],
+          );
+          const status = (await py(stack, "describe", "google.rpc.Status", version)) as {
+            files: string[];
+            message: { fields: { name: string; type: unknown }[] };
+          };
+          assert.deepEqual(status.files, ["google/protobuf/any.proto", "google/rpc/status.proto"], version);
+          assert.deepEqual(
+            status.message.fields.map((f) => [f.name, f.type]),
+            [
+              ["code", 5],
+              ["message", 9],
+              ["details", "google.protobuf.Any"],
+            ],
+          );
+        }
+        // Listed services stay the served ones: the google.rpc files declare messages only.
+        assert.ok(!((await py(stack, "list")) as string[]).some((s) => s.startsWith("google.")));
+      });
+
       it("answers NOT_FOUND for an unknown symbol", async () => {
         await assert.rejects(py(stack, "describe", "no.such.Service"), (error: { stderr: string }) => {
           assert.match(error.stderr, /reflection error 5: symbol no\.such\.Service not found/);
