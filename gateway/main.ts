@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { loadConfigOrExit } from "../common/env.js";
+import { dualStackHost } from "../common/listen.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
 import { loadConfig } from "./config.js";
@@ -22,10 +23,10 @@ if (config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { 
 
 const gateway = createGateway(config, { logger, users });
 try {
-  const port = await gateway.start();
+  const { address, port } = await gateway.start();
   logger.info(
     { port, instances: gateway.pool.addresses().length, leases: gateway.store.leases().length, db: config.leaseDbPath },
-    `gateway listening on ${config.host}:${port}`,
+    `gateway listening on ${address}:${port}${address === dualStackHost ? " (IPv6 and IPv4)" : ""}`,
   );
 } catch (error) {
   logger.fatal({ err: error }, "gateway failed to start");

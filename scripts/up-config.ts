@@ -56,7 +56,7 @@ Options (environment variable in brackets):
 
 Environment passed to the processes: JWT_SECRET (a development secret if unset),
 TOKEN_EXPIRATION (1h), LEASE_IDLE_TTL (5m), SUBSCRIBE_INTERVAL_MS (5000), LOG_LEVEL (info),
-LOG_FORMAT (pretty), LISTEN_HOST of the gateway (0.0.0.0), USERS_FILE
+LOG_FORMAT (pretty), LISTEN_HOST of the gateway (::, i.e. IPv6 and IPv4), USERS_FILE
 (gateway/dev-users.json); any other variable is inherited unchanged.`;
 
 function integer(problems: string[], label: string, text: string | undefined, fallback: number, min: number, max: number): number {

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { dualStackHost } from "../common/listen.js";
 import { builtPath } from "./build-output.js";
 import { createControlServer } from "./control-server.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
@@ -47,7 +48,7 @@ function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
     subscribeIntervalMs: env.SUBSCRIBE_INTERVAL_MS || stackDefaults.SUBSCRIBE_INTERVAL_MS,
     logLevel: env.LOG_LEVEL || stackDefaults.LOG_LEVEL,
     logFormat: env.LOG_FORMAT || "pretty",
-    gatewayListenHost: env.LISTEN_HOST || "0.0.0.0",
+    gatewayListenHost: env.LISTEN_HOST || dualStackHost,
     usersFile: resolve(repoRoot, env.USERS_FILE || "gateway/dev-users.json"),
     leaseDbPath: join(dataDir, "leases.db"),
   };
@@ -161,7 +162,8 @@ async function main(): Promise<void> {
     }
   }
 
-  const gatewayAddress = `${connectHost(settings.gatewayListenHost)}:${ports.gatewayPort}`;
+  const host = connectHost(settings.gatewayListenHost);
+  const gatewayAddress = `${host.includes(":") ? `[${host}]` : host}:${ports.gatewayPort}`;
   const controlUrl = `http://127.0.0.1:${ports.controlPort}`;
   let announced = false;
   const state = (): UpState => ({
@@ -246,7 +248,9 @@ function announce(
     return;
   }
   const devSecret = settings.jwtSecret === devJwtSecret;
-  log(`gateway listening on ${settings.gatewayListenHost}:${gatewayAddress.split(":")[1]} - ready`);
+  const port = gatewayAddress.split(":").at(-1);
+  const listening = settings.gatewayListenHost === dualStackHost ? `[::]:${port} (IPv6 and IPv4)` : `${settings.gatewayListenHost}:${port}`;
+  log(`gateway listening on ${listening} - ready`);
   log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
   log(
     `or:       grpcurl -plaintext -d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}' ` +

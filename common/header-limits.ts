@@ -1,0 +1,110 @@
+import type * as http2 from "node:http2";
+import { Code } from "@connectrpc/connect";
+
+/** Default of `MAX_HEADER_BYTES`: node's own limit for HTTP/1.1 header blocks, so one limit holds on both protocols. */
+export const defaultMaxHeaderBytes = 16 * 1024;
+
+/**
+ * Size of a header list as HTTP/2 counts it (RFC 9113 §6.5.2): name and value octets plus 32
+ * per field, pseudo-headers included. `rawHeaders` is node's flat `[name, value, ...]` list.
+ */
+export function headerListSize(rawHeaders: readonly string[]): number {
+  let size = 0;
+  for (const part of rawHeaders) size += part.length;
+  return size + 16 * rawHeaders.length;
+}
+
+/** Client-facing message of a header list over the limit. */
+export function headersTooLargeMessage(size: number, limit: number): string {
+  return `request headers larger than max (${size} vs. ${limit} bytes)`;
+}
+
+/**
+ * Answers a request whose headers are over `limit` at once: a gRPC status RESOURCE_EXHAUSTED
+ * (trailers-only, one HEADERS frame) for gRPC and gRPC-Web, HTTP 431 for anything else.
+ * Refusing the stream at the HTTP/2 layer instead (RST_STREAM) makes gRPC clients retry it
+ * silently until their deadline.
+ */
+export function refuseOversizedHeaders(
+  stream: http2.ServerHttp2Stream,
+  contentType: string | undefined,
+  size: number,
+  limit: number,
+): void {
+  if (stream.destroyed || stream.headersSent) return;
+  stream.on("error", () => {});
+  const type = contentType ?? "";
+  if (type.startsWith("application/grpc")) {
+    stream.respond(
+      {
+        ":status": 200,
+        "content-type": type.startsWith("application/grpc-web") ? type : "application/grpc",
+        "grpc-status": String(Code.ResourceExhausted),
+        "grpc-message": encodeURIComponent(headersTooLargeMessage(size, limit)),
+      },
+      { endStream: true },
+    );
+  } else {
+    stream.respond({ ":status": 431, "content-type": "text/plain" });
+    stream.end(`${headersTooLargeMessage(size, limit)}\n`);
+  }
+  // The request body, if any, is not wanted.
+  stream.resume();
+}
+
+/** A connection closed because a request's header block never arrived whole. */
+export interface StalledHeaders {
+  /** Remote address of the connection. */
+  readonly peer: string | undefined;
+  /** Id of the stream whose headers never completed. */
+  readonly streamId: number;
+}
+
+/** Options of `closeStalledHeaderBlocks`. */
+export interface StalledHeaderOptions {
+  /** Period of the check, milliseconds; a block still incomplete at two checks in a row is stalled. Default 250. */
+  readonly intervalMs?: number;
+  /** Called before a stalled connection is closed (to log it). */
+  readonly onClose?: (stalled: StalledHeaders) => void;
+}
+
+/**
+ * Closes HTTP/2 connections on which a request's header block started but never completed.
+ * Above all: a single header field larger than 64 KiB cannot be decoded by node's HTTP/2
+ * layer (nghttp2's HPACK limit). It then sends GOAWAY(COMPRESSION_ERROR) naming the stream as
+ * processed, and leaves the connection open: the client (Python grpcio) waits for a reply that
+ * never comes until its deadline. No status can be sent on that connection any more, so it is
+ * closed, and the client fails at once (UNAVAILABLE). A client that stops in the middle of a
+ * header block is closed the same way. Returns a function that stops the checks.
+ */
+export function closeStalledHeaderBlocks(server: http2.Http2Server, options: StalledHeaderOptions = {}): () => void {
+  const intervalMs = options.intervalMs ?? 250;
+  /** Per connection: highest stream id delivered to the application, and checks seen stalled. */
+  const sessions = new Map<http2.Http2Session, { delivered: number; strikes: number }>();
+  server.on("session", (session: http2.ServerHttp2Session) => {
+    sessions.set(session, { delivered: 0, strikes: 0 });
+    session.once("close", () => sessions.delete(session));
+  });
+  server.on("stream", (stream: http2.ServerHttp2Stream) => {
+    const entry = stream.session === undefined ? undefined : sessions.get(stream.session);
+    const id = stream.id ?? 0;
+    if (entry !== undefined && id > entry.delivered) entry.delivered = id;
+  });
+  const timer = setInterval(() => {
+    for (const [session, entry] of sessions) {
+      if (session.destroyed || session.closed) continue;
+      // nghttp2 marks a stream processed as soon as its HEADERS frame starts.
+      const started = session.state.lastProcStreamID ?? 0;
+      if (started <= entry.delivered) {
+        entry.strikes = 0;
+        continue;
+      }
+      if (++entry.strikes < 2) continue;
+      options.onClose?.({ peer: session.socket?.remoteAddress, streamId: started });
+      sessions.delete(session);
+      session.destroy();
+    }
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
