@@ -234,6 +234,7 @@ describe("operations surface", () => {
     it("counts allocations, busy rejections, proxied calls by method and code, logins; gauges read the store", async () => {
       await settle();
       const before = (await scrape(stack)).series;
+      const statsBefore = await admin.getPoolStats({}, { headers: adminHeaders });
       const sessions = [];
       for (let i = 0; i < 3; i++) sessions.push(track(await login(client, "metrics")));
       const pods = new Set<string>();
@@ -263,6 +264,11 @@ describe("operations surface", () => {
       assert.equal(delta('mygateway_proxied_call_duration_seconds_count{method="MyServiceEcho",code="OK"}'), 7);
       assert.equal(delta('mygateway_logins_total{result="ok"}'), 4);
       assert.equal(delta('mygateway_logins_total{result="denied"}'), 1);
+      // The admin API counts the last minute itself (what the dashboard shows), in step with the counters.
+      const stats = await admin.getPoolStats({}, { headers: adminHeaders });
+      assert.equal(stats.allocationsAcquiredLastMinute - statsBefore.allocationsAcquiredLastMinute, 3n);
+      assert.equal(stats.allocationsBusyLastMinute - statsBefore.allocationsBusyLastMinute, 1n);
+      assert.ok(stats.allocationsAcquiredLastMinute <= stats.allocationsAcquired);
       assert.equal(value(series, "mygateway_active_leases"), 3);
       assert.equal(value(series, 'mygateway_instances{state="leased"}'), 3);
       const ages = [...series].filter(([k]) => k.startsWith("mygateway_lease_age_seconds{"));
