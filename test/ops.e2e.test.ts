@@ -192,6 +192,79 @@ describe("operations surface", () => {
         assert.ok(!((await py(stack, "list")) as string[]).some((s) => s.startsWith("google.")));
       });
 
+      it("calls a server stream (Subscribe) message by message, and says what it cannot call", async () => {
+        const sessionId = `py-stream-${Date.now()}`;
+        const { token } = (await py(
+          stack,
+          "call",
+          "my_service.MyServiceAPI/Login",
+          JSON.stringify({ username: "TestUser", password: "TestPassword", sessionId }),
+        )) as { token: string };
+        tokens.push(token);
+        const auth = [`authorization=${token}`, `session-id=${sessionId}`];
+        const { stdout } = await run(
+          python,
+          [
+            reflectionClient,
+            stack.gatewayAddress,
+            "call",
+            "my_service.MyServiceAPI/MyServiceSubscribe",
+            '{"value":"s"}',
+            ...auth,
+            "--max-messages",
+            "3",
+          ],
+          { timeout: 20_000 },
+        );
+        const messages = stdout
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line) as { index?: number; podName: string; serverMethod: string });
+        assert.deepEqual(
+          messages.map((m) => [m.index ?? 0, m.serverMethod]),
+          [
+            [0, "MyServiceSubscribe"],
+            [1, "MyServiceSubscribe"],
+            [2, "MyServiceSubscribe"],
+          ],
+        );
+        assert.equal(new Set(messages.map((m) => m.podName)).size, 1);
+        await py(stack, "call", "my_service.MyServiceAPI/MyServiceShutdown", "{}", ...auth);
+        const bidi = spawnSync(
+          python,
+          [reflectionClient, stack.gatewayAddress, "call", "grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "{}"],
+          {
+            encoding: "utf8",
+          },
+        );
+        assert.equal(bidi.status, 2);
+        assert.match(bidi.stderr, /client-streaming or bidirectional: this helper cannot call it/);
+      });
+
+      it("decodes status details with reflection, as grpcurl does: the retry hint of all instances are busy", async () => {
+        await settle();
+        const holders = [];
+        for (let i = 0; i < 3; i++) {
+          const s = track(await login(client, "py-busy"));
+          await retryWhile(capacity, () => echo(client, s));
+          holders.push(s);
+        }
+        const s = track(await login(client, "py-busy-4th"));
+        await assert.rejects(
+          py(stack, "call", "my_service.MyServiceAPI/MyServiceEcho", '{"value":"x"}', `authorization=${s.token}`, `session-id=${s.id}`),
+          (error: { stderr: string; code: number }) => {
+            assert.equal(error.code, 1);
+            assert.deepEqual(JSON.parse(error.stderr), {
+              code: "RESOURCE_EXHAUSTED",
+              details: "all instances are busy",
+              statusDetails: [{ "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: "1s" }],
+            });
+            return true;
+          },
+        );
+        for (const h of holders) await client.api.myServiceShutdown({}, { headers: h.headers });
+      });
+
       it("answers NOT_FOUND for an unknown symbol", async () => {
         await assert.rejects(py(stack, "describe", "no.such.Service"), (error: { stderr: string }) => {
           assert.match(error.stderr, /reflection error 5: symbol no\.such\.Service not found/);
