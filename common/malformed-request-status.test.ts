@@ -6,6 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { ServerReflection, ServerReflectionResponseSchema } from "../gen/grpc/reflection/v1/reflection_pb.js";
 import { EchoResponseSchema, MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { grpcFrame, rawCall } from "../test/reliability/wire.js";
 import { type MalformedRequest, malformedRequestMessage, withMalformedRequestStatus } from "./malformed-request-status.js";
@@ -19,6 +20,11 @@ const subscribePath = "/my_service.MyServiceAPI/MyServiceSubscribe";
 const expected = malformedRequestMessage("my_service.EchoRequest");
 
 function routes(router: ConnectRouter): void {
+  router.service(ServerReflection, {
+    async *serverReflectionInfo(requests) {
+      for await (const request of requests) yield create(ServerReflectionResponseSchema, { validHost: request.host });
+    },
+  });
   router.service(MyServiceAPI, {
     myServiceEcho: (request) => create(EchoResponseSchema, { clientValue: request.value }),
     async *myServiceSubscribe(request) {
@@ -78,6 +84,19 @@ describe("withMalformedRequestStatus()", () => {
         [subscribePath, "my_service.EchoRequest", "premature EOF", "s1"],
       ],
     );
+  });
+
+  it("answers a malformed message later in a client stream, after the replies to the valid ones", async () => {
+    // ServerReflectionRequest { host: "h" }, then one that claims 9 bytes of host and carries 1.
+    const r = await rawCall(h2Url, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", {}, [
+      grpcFrame(Buffer.from([0x0a, 0x01, 0x68])),
+      grpcFrame(Buffer.from([0x0a, 0x09, 0x68])),
+    ]);
+    assert.deepEqual(
+      [r.grpcStatus, r.grpcMessage],
+      [Code.InvalidArgument, malformedRequestMessage("grpc.reflection.v1.ServerReflectionRequest")],
+    );
+    assert.equal(frames(r.body).length, 1, "the reply to the valid message came first");
   });
 
   it("answers gRPC-Web in the trailer frame", async () => {

@@ -67,6 +67,8 @@ function decodeFailure(error: ConnectError | undefined): string | undefined {
 
 function wrapHandler(handler: UniversalHandler, options: MalformedRequestOptions): UniversalHandler {
   const typeName = handler.method.input.typeName;
+  // Unary and server-streaming methods decode their one request before the handler resolves.
+  const readsOneMessage = handler.method.methodKind === "unary" || handler.method.methodKind === "server_streaming";
   const wrapped = async (request: Parameters<UniversalHandler>[0]): Promise<UniversalServerResponse> => {
     const response = await handler(request);
     let reported = false;
@@ -81,7 +83,7 @@ function wrapHandler(handler: UniversalHandler, options: MalformedRequestOptions
       return new ConnectError(malformedRequestMessage(typeName), Code.InvalidArgument);
     };
     const type = response.header?.get("content-type") ?? "";
-    if (response.trailer !== undefined) return grpcResponse(response, response.trailer, replace);
+    if (response.trailer !== undefined) return grpcResponse(response, response.trailer, replace, readsOneMessage);
     if (type.startsWith("application/grpc-web")) return mapFrames(response, trailerFlag, (data) => grpcWebTrailer(data, replace));
     if (type.startsWith("application/connect+")) return mapFrames(response, endStreamFlag, (data) => connectEndStream(data, replace));
     if (response.status !== 200 && type.startsWith("application/json")) return connectUnaryError(response, replace);
@@ -92,8 +94,17 @@ function wrapHandler(handler: UniversalHandler, options: MalformedRequestOptions
 
 type Replace = (error: ConnectError | undefined) => ConnectError | undefined;
 
-/** gRPC: the status is in the trailer, set before the handler resolves or once the body ends. */
-function grpcResponse(response: UniversalServerResponse, trailer: Headers, replace: Replace): UniversalServerResponse {
+/**
+ * gRPC: the status is in the trailer. A method that reads one request has decoded it (or failed
+ * to) before the handler resolved, so the body is left alone (no cost per message); a method
+ * that reads a stream may fail later, so its trailer is checked again once the body ends.
+ */
+function grpcResponse(
+  response: UniversalServerResponse,
+  trailer: Headers,
+  replace: Replace,
+  readsOneMessage: boolean,
+): UniversalServerResponse {
   const fix = () => {
     const replacement = replace(findTrailerError(trailer));
     if (replacement !== undefined) {
@@ -103,7 +114,7 @@ function grpcResponse(response: UniversalServerResponse, trailer: Headers, repla
   };
   fix();
   const body = response.body;
-  if (body === undefined) return response;
+  if (body === undefined || readsOneMessage) return response;
   return {
     ...response,
     body: (async function* () {
