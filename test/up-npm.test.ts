@@ -76,8 +76,10 @@ describe("npm run up killed with kill <pid of npm>", () => {
       assert.match(output(), /npm run up -- restart gateway/);
 
       npm.kill(signal);
-      const deadline = Date.now() + 15_000;
+      const killedAt = Date.now();
+      const deadline = killedAt + 15_000;
       while (pids.some(isAlive) && Date.now() < deadline) await sleep(100);
+      t.diagnostic(`${signal} to npm: everything stopped within ${Date.now() - killedAt} ms`);
       assert.deepEqual(
         pids.filter(isAlive).map((pid) => `${pid} (${readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").slice(0, 80)})`),
         [],
