@@ -25,8 +25,7 @@ async function server(limit: number, stalled: StalledHeaders[]) {
   const h2 = http2.createServer();
   const stop = closeStalledHeaderBlocks(h2, { intervalMs: 100, onClose: (s) => stalled.push(s) });
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
-    const size = headerListSize(rawHeaders);
-    if (size > limit) return refuseOversizedHeaders(stream, headers["content-type"], size, limit);
+    if (refuseOversizedHeaders(stream, headers, rawHeaders, limit)) return;
     stream.respond({ ":status": 200, "content-type": "application/grpc", "grpc-status": "0" }, { endStream: true });
   });
   await new Promise<void>((resolve) => h2.listen(0, "127.0.0.1", resolve));

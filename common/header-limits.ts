@@ -1,5 +1,6 @@
 import type * as http2 from "node:http2";
 import { Code } from "@connectrpc/connect";
+import type { Logger } from "./logger.js";
 
 /** Default of `MAX_HEADER_BYTES`: node's own limit for HTTP/1.1 header blocks, so one limit holds on both protocols. */
 export const defaultMaxHeaderBytes = 16 * 1024;
@@ -20,20 +21,28 @@ export function headersTooLargeMessage(size: number, limit: number): string {
 }
 
 /**
- * Answers a request whose headers are over `limit` at once: a gRPC status RESOURCE_EXHAUSTED
- * (trailers-only, one HEADERS frame) for gRPC and gRPC-Web, HTTP 431 for anything else.
+ * Refuses a request whose header list is over `limit` bytes, at once, and logs it; returns
+ * `true` when it did (the caller then leaves the stream alone). gRPC and gRPC-Web get the
+ * status RESOURCE_EXHAUSTED (trailers-only, one HEADERS frame), anything else HTTP 431.
  * Refusing the stream at the HTTP/2 layer instead (RST_STREAM) makes gRPC clients retry it
  * silently until their deadline.
  */
 export function refuseOversizedHeaders(
   stream: http2.ServerHttp2Stream,
-  contentType: string | undefined,
-  size: number,
+  headers: http2.IncomingHttpHeaders,
+  rawHeaders: readonly string[],
   limit: number,
-): void {
-  if (stream.destroyed || stream.headersSent) return;
+  logger?: Logger,
+): boolean {
+  const size = headerListSize(rawHeaders);
+  if (size <= limit) return false;
+  logger?.warn(
+    { path: String(headers[":path"]).slice(0, 200), headerBytes: size, limit, peer: stream.session?.socket?.remoteAddress },
+    "request refused: headers larger than MAX_HEADER_BYTES",
+  );
+  if (stream.destroyed || stream.headersSent) return true;
   stream.on("error", () => {});
-  const type = contentType ?? "";
+  const type = headers["content-type"] ?? "";
   if (type.startsWith("application/grpc")) {
     stream.respond(
       {
@@ -50,6 +59,7 @@ export function refuseOversizedHeaders(
   }
   // The request body, if any, is not wanted.
   stream.resume();
+  return true;
 }
 
 /** A connection closed because a request's header block never arrived whole. */
@@ -64,7 +74,9 @@ export interface StalledHeaders {
 export interface StalledHeaderOptions {
   /** Period of the check, milliseconds; a block still incomplete at two checks in a row is stalled. Default 250. */
   readonly intervalMs?: number;
-  /** Called before a stalled connection is closed (to log it). */
+  /** Logs each connection closed. */
+  readonly logger?: Logger;
+  /** Called before a stalled connection is closed. */
   readonly onClose?: (stalled: StalledHeaders) => void;
 }
 
@@ -100,7 +112,12 @@ export function closeStalledHeaderBlocks(server: http2.Http2Server, options: Sta
         continue;
       }
       if (++entry.strikes < 2) continue;
-      options.onClose?.({ peer: session.socket?.remoteAddress, streamId: started });
+      const stalled = { peer: session.socket?.remoteAddress, streamId: started };
+      options.logger?.warn(
+        stalled,
+        "connection closed: a request's headers never arrived whole (a header field over 64 KiB, which HTTP/2 cannot decode, or a stalled client)",
+      );
+      options.onClose?.(stalled);
       sessions.delete(session);
       session.destroy();
     }

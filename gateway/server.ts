@@ -4,7 +4,7 @@ import type { AddressInfo } from "node:net";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Registry } from "prom-client";
-import { closeStalledHeaderBlocks, headerListSize, refuseOversizedHeaders } from "../common/header-limits.js";
+import { closeStalledHeaderBlocks, refuseOversizedHeaders } from "../common/header-limits.js";
 import { ipv4AnyHost, listenOn, plainAddress } from "../common/listen.js";
 import type { Logger } from "../common/logger.js";
 import { withMalformedRequestStatus } from "../common/malformed-request-status.js";
@@ -218,13 +218,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     maxHeaderListPairs: 1024,
     settings: { maxConcurrentStreams: 1000, initialWindowSize: 1 << 20 },
   });
-  const stopStallCheck = closeStalledHeaderBlocks(h2, {
-    onClose: (s) =>
-      logger.warn(
-        { peer: s.peer, streamId: s.streamId },
-        "connection closed: a request's headers never arrived whole (a header field over 64 KiB, which HTTP/2 cannot decode, or a stalled client)",
-      ),
-  });
+  const stopStallCheck = closeStalledHeaderBlocks(h2, { logger });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
@@ -235,20 +229,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     } catch {}
   });
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
-    const headerBytes = headerListSize(rawHeaders);
-    if (headerBytes > config.maxHeaderBytes) {
-      logger.warn(
-        {
-          path: String(headers[":path"]).slice(0, 200),
-          headerBytes,
-          limit: config.maxHeaderBytes,
-          peer: stream.session?.socket?.remoteAddress,
-        },
-        "request refused: headers larger than MAX_HEADER_BYTES",
-      );
-      refuseOversizedHeaders(stream, headers["content-type"], headerBytes, config.maxHeaderBytes);
-      return;
-    }
+    if (refuseOversizedHeaders(stream, headers, rawHeaders, config.maxHeaderBytes, logger)) return;
     const method = relayedPaths.get(headers[":path"] as string);
     if (method !== undefined && isNativeGrpc(headers)) {
       relay(stream, headers, method);

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import * as http2 from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { closeStalledHeaderBlocks, defaultMaxHeaderBytes, headerListSize, refuseOversizedHeaders } from "../common/header-limits.js";
+import { closeStalledHeaderBlocks, defaultMaxHeaderBytes, refuseOversizedHeaders } from "../common/header-limits.js";
 import type { Logger } from "../common/logger.js";
 import { withMalformedRequestStatus } from "../common/malformed-request-status.js";
 import { createTokenVerifier } from "../common/tokens.js";
@@ -56,24 +56,10 @@ export function createMyServiceServer(
   });
   const maxHeaderBytes = config.maxHeaderBytes ?? defaultMaxHeaderBytes;
   const server = http2.createServer({ maxHeaderListPairs: 1024 }, (request, response) => {
-    const headerBytes = headerListSize(request.rawHeaders);
-    if (headerBytes > maxHeaderBytes) {
-      logger.warn(
-        { path: request.url.slice(0, 200), headerBytes, limit: maxHeaderBytes },
-        "request refused: headers larger than MAX_HEADER_BYTES",
-      );
-      refuseOversizedHeaders(response.stream, request.headers["content-type"], headerBytes, maxHeaderBytes);
-      return;
-    }
+    if (refuseOversizedHeaders(response.stream, request.headers, request.rawHeaders, maxHeaderBytes, logger)) return;
     handler(request, response);
   });
-  const stopStallCheck = closeStalledHeaderBlocks(server, {
-    onClose: (s) =>
-      logger.warn(
-        { peer: s.peer, streamId: s.streamId },
-        "connection closed: a request's headers never arrived whole (a header field over 64 KiB, which HTTP/2 cannot decode, or a stalled client)",
-      ),
-  });
+  const stopStallCheck = closeStalledHeaderBlocks(server, { logger });
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
