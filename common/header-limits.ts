@@ -91,10 +91,10 @@ export interface StalledHeaderOptions {
  */
 export function closeStalledHeaderBlocks(server: http2.Http2Server, options: StalledHeaderOptions = {}): () => void {
   const intervalMs = options.intervalMs ?? 250;
-  /** Per connection: highest stream id delivered to the application, and checks seen stalled. */
-  const sessions = new Map<http2.Http2Session, { delivered: number; strikes: number }>();
+  /** Per connection: highest stream id delivered to the application, checks seen stalled, bytes read at the last check. */
+  const sessions = new Map<http2.Http2Session, { delivered: number; strikes: number; bytesRead: number }>();
   server.on("session", (session: http2.ServerHttp2Session) => {
-    sessions.set(session, { delivered: 0, strikes: 0 });
+    sessions.set(session, { delivered: 0, strikes: 0, bytesRead: -1 });
     session.once("close", () => sessions.delete(session));
   });
   server.on("stream", (stream: http2.ServerHttp2Stream) => {
@@ -102,9 +102,14 @@ export function closeStalledHeaderBlocks(server: http2.Http2Server, options: Sta
     const id = stream.id ?? 0;
     if (entry !== undefined && id > entry.delivered) entry.delivered = id;
   });
-  const timer = setInterval(() => {
+  return everyInterval(intervalMs, () => {
     for (const [session, entry] of sessions) {
       if (session.destroyed || session.closed) continue;
+      // A connection that read nothing since a clean check cannot have started a header block:
+      // skip the costlier state query (most connections are idle most of the time).
+      const bytesRead = session.socket?.bytesRead ?? -1;
+      if (entry.strikes === 0 && bytesRead === entry.bytesRead) continue;
+      entry.bytesRead = bytesRead;
       // nghttp2 marks a stream processed as soon as its HEADERS frame starts.
       const started = session.state.lastProcStreamID ?? 0;
       if (started <= entry.delivered) {
@@ -121,7 +126,31 @@ export function closeStalledHeaderBlocks(server: http2.Http2Server, options: Sta
       sessions.delete(session);
       session.destroy();
     }
-  }, intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  });
+}
+
+/** One timer per period for every check of this process (a bench process runs thousands of instances). */
+const checksByPeriod = new Map<number, { timer: NodeJS.Timeout; checks: Set<() => void> }>();
+
+/** Runs `check` every `periodMs` on a shared, unref'd timer; returns a function that stops it. */
+function everyInterval(periodMs: number, check: () => void): () => void {
+  let entry = checksByPeriod.get(periodMs);
+  if (entry === undefined) {
+    const checks = new Set<() => void>();
+    const timer = setInterval(() => {
+      for (const c of checks) c();
+    }, periodMs);
+    timer.unref();
+    entry = { timer, checks };
+    checksByPeriod.set(periodMs, entry);
+  }
+  const own = entry;
+  own.checks.add(check);
+  return () => {
+    own.checks.delete(check);
+    if (own.checks.size === 0 && checksByPeriod.get(periodMs) === own) {
+      clearInterval(own.timer);
+      checksByPeriod.delete(periodMs);
+    }
+  };
 }
