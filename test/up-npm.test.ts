@@ -58,7 +58,7 @@ async function npmRunUp(dataDir: string): Promise<{ npm: ChildProcess; state: Up
   }
 }
 
-describe("npm run up killed with kill <pid of npm>", () => {
+describe("npm run up killed with kill <pid of npm>", { skip: existsSync("/proc/self/stat") ? false : "needs /proc (Linux)" }, () => {
   for (const signal of ["SIGTERM", "SIGKILL"] as const) {
     it(`${signal}: the shell, the launcher, the gateway and the instance all stop, and free their ports`, async (t) => {
       const dataDir = await mkdtemp(join(tmpdir(), "up-npm-"));
