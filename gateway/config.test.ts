@@ -23,7 +23,7 @@ describe("gateway loadConfig()", () => {
   it("fills every default of SPEC 6 around the required settings", () => {
     assert.deepEqual(loadConfig(minimal), {
       port: 10000,
-      host: "0.0.0.0",
+      host: "::",
       jwtSecret: secret,
       tokenLifetimeMs: 3_600_000,
       leaseIdleTtlMs: 300_000,
@@ -40,6 +40,7 @@ describe("gateway loadConfig()", () => {
       healthTimeoutMs: 1_000,
       healthFailureThreshold: 3,
       maxMessageBytes: 4 * 1024 * 1024,
+      maxHeaderBytes: 16 * 1024,
       upstreamConnectTimeoutMs: 2_000,
       maxSessionsPerUser: 0,
       loginMaxFailuresPerUser: 5,
@@ -72,6 +73,7 @@ describe("gateway loadConfig()", () => {
       HEALTH_CHECK_TIMEOUT: "2s",
       HEALTH_FAILURE_THRESHOLD: "5",
       MAX_MESSAGE_BYTES: "1048576",
+      MAX_HEADER_BYTES: "8192",
       UPSTREAM_CONNECT_TIMEOUT: "500ms",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "pretty",
@@ -89,6 +91,7 @@ describe("gateway loadConfig()", () => {
     assert.equal(config.healthTimeoutMs, 2_000);
     assert.equal(config.healthFailureThreshold, 5);
     assert.equal(config.maxMessageBytes, 1_048_576);
+    assert.equal(config.maxHeaderBytes, 8192);
     assert.equal(config.upstreamConnectTimeoutMs, 500);
     assert.equal(config.logLevel, "debug");
     assert.equal(config.logFormat, "pretty");
@@ -134,6 +137,8 @@ describe("gateway loadConfig()", () => {
       ["HEALTH_FAILURE_THRESHOLD", "0"],
       ["MAX_MESSAGE_BYTES", "1023"],
       ["MAX_MESSAGE_BYTES", "4MiB"],
+      ["MAX_HEADER_BYTES", "1023"],
+      ["MAX_HEADER_BYTES", "2000000"],
       ["LEASE_DB_SYNCHRONOUS", "OFF"],
       ["LOG_LEVEL", "verbose"],
       ["LOG_FORMAT", "xml"],

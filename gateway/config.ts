@@ -1,13 +1,18 @@
 import { hostname } from "node:os";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { EnvReader } from "../common/env.js";
+import { defaultMaxHeaderBytes } from "../common/header-limits.js";
+import { dualStackHost } from "../common/listen.js";
 import { minSecretBytes } from "../common/tokens.js";
 
 /** Settings of the gateway, resolved once from the environment by `loadConfig`. */
 export interface GatewayConfig {
   /** `SERVICE_PORT_GRPC`: listen port (gRPC, Connect, gRPC-Web, HTTP/1.1 pages). Default 10000. */
   readonly port: number;
-  /** `LISTEN_HOST`: listen address. Default `0.0.0.0`. */
+  /**
+   * `LISTEN_HOST`: listen address. Default `::`: IPv6 and IPv4 on one socket (dual-stack), or
+   * `0.0.0.0` with a warning on a host without IPv6. Any other value is bound as given.
+   */
   readonly host: string;
   /** `JWT_SECRET`: HMAC key for tokens, shared with the instances. Required. */
   readonly jwtSecret: string;
@@ -51,6 +56,11 @@ export interface GatewayConfig {
   readonly healthFailureThreshold: number;
   /** `MAX_MESSAGE_BYTES`: largest gRPC message accepted either way, bytes. Default 4 MiB. */
   readonly maxMessageBytes: number;
+  /**
+   * `MAX_HEADER_BYTES`: largest request header list (names, values and 32 bytes per field, as
+   * HTTP/2 counts it), bytes; larger ones get RESOURCE_EXHAUSTED (HTTP 431 for plain HTTP). Default 16 KiB.
+   */
+  readonly maxHeaderBytes: number;
   /** `UPSTREAM_CONNECT_TIMEOUT`: bound for reaching an instance, milliseconds. Default 2s. */
   readonly upstreamConnectTimeoutMs: number;
   /** `MAX_SESSIONS_PER_USER`: most sessions (leases) one user may hold at once; 0 = no limit. Default 0. */
@@ -115,7 +125,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
   }
   const config: GatewayConfig = {
     port,
-    host: r.string("LISTEN_HOST", "0.0.0.0"),
+    host: r.string("LISTEN_HOST", dualStackHost),
     jwtSecret,
     tokenLifetimeMs: r.duration("TOKEN_EXPIRATION", hour, second, 30 * 24 * hour),
     leaseIdleTtlMs: r.duration("LEASE_IDLE_TTL", 5 * minute, 500, 30 * 24 * hour),
@@ -132,6 +142,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
     healthTimeoutMs: r.duration("HEALTH_CHECK_TIMEOUT", second, 10, minute),
     healthFailureThreshold: r.integer("HEALTH_FAILURE_THRESHOLD", 3, 1, 100),
     maxMessageBytes: r.integer("MAX_MESSAGE_BYTES", 4 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
+    maxHeaderBytes: r.integer("MAX_HEADER_BYTES", defaultMaxHeaderBytes, 1024, 1024 * 1024),
     upstreamConnectTimeoutMs: r.duration("UPSTREAM_CONNECT_TIMEOUT", 2 * second, 10, minute),
     maxSessionsPerUser: r.integer("MAX_SESSIONS_PER_USER", 0, 0, 1_000_000),
     loginMaxFailuresPerUser: r.integer("LOGIN_MAX_FAILURES_PER_USER", 5, 0, 1_000_000),

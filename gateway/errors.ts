@@ -1,8 +1,8 @@
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, type DescFile, toBinary } from "@bufbuild/protobuf";
 import { anyPack, durationFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
-import { StatusSchema } from "../gen/google/rpc/status_pb.js";
+import { file_google_rpc_error_details, RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
+import { file_google_rpc_status, StatusSchema } from "../gen/google/rpc/status_pb.js";
 
 /** Exact client-facing messages of SPEC section 5 that the gateway produces. */
 export const messages = {
@@ -37,6 +37,13 @@ export class GatewayError extends Error {
 
 export const busyError = (retryAfterMs?: number) => new GatewayError(Code.ResourceExhausted, messages.busy, { retryAfterMs });
 export const unavailableError = (cause?: unknown) => new GatewayError(Code.Unavailable, messages.unavailable, { cause });
+
+/**
+ * Files of the messages this module puts on the wire in status details
+ * (`grpc-status-details-bin`: a `google.rpc.Status` holding a `google.rpc.RetryInfo`): served
+ * by reflection, so tools such as grpcurl can decode them.
+ */
+export const statusDetailFiles: readonly DescFile[] = [file_google_rpc_status, file_google_rpc_error_details];
 
 /** gRPC status (code + message) for any thrown value: the one mapping of the gateway. */
 export function grpcStatusOf(reason: unknown): { code: Code; message: string } {

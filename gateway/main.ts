@@ -2,6 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { loadConfigOrExit } from "../common/env.js";
+import { dualStackHost } from "../common/listen.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
 import { loadConfig } from "./config.js";
@@ -24,14 +25,14 @@ if (config.leaseDbUrl === undefined && config.leaseDbPath !== ":memory:") mkdirS
 try {
   const store = await createLeaseStore(config);
   const gateway = createGateway(config, { logger, users, store });
-  const port = await gateway.start();
+  const { address, port } = await gateway.start();
   const leases = await store.leases().then(
     (all) => all.length,
     () => undefined,
   );
   logger.info(
     { port, instances: gateway.pool.addresses().length, leases, store: store.engine, gatewayId: config.gatewayId },
-    `gateway listening on ${config.host}:${port}`,
+    `gateway listening on ${address}:${port}${address === dualStackHost ? " (IPv6 and IPv4)" : ""}`,
   );
   handleSignals(gateway);
 } catch (error) {

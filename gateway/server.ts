@@ -4,7 +4,10 @@ import type { AddressInfo } from "node:net";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Registry } from "prom-client";
+import { closeStalledHeaderBlocks, refuseOversizedHeaders } from "../common/header-limits.js";
+import { ipv4AnyHost, listenOn, plainAddress } from "../common/listen.js";
 import type { Logger } from "../common/logger.js";
+import { withMalformedRequestStatus } from "../common/malformed-request-status.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
@@ -14,6 +17,7 @@ import { LoginThrottle } from "./auth/login-throttle.js";
 import type { UserStore } from "./auth/user-store.js";
 import { Membership } from "./cluster/membership.js";
 import type { GatewayConfig } from "./config.js";
+import { statusDetailFiles } from "./errors.js";
 import { createFrontDoor } from "./front-door.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
 import type { LeaseStore } from "./leases/lease-store.js";
@@ -46,8 +50,8 @@ export interface Gateway {
   readonly keeper: LeaseKeeper;
   readonly router: SessionRouter;
   readonly membership: Membership;
-  /** Reconciles with the instances (SPEC 4.7), then listens. Resolves to the bound port. */
-  start(): Promise<number>;
+  /** Reconciles with the instances (SPEC 4.7), then listens. Resolves to the bound address and port. */
+  start(): Promise<AddressInfo>;
   close(): Promise<void>;
 }
 
@@ -156,11 +160,17 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       stats: () => metrics.stats(),
       onReleased: () => metrics.leaseRevoked("admin"),
     });
-    registerReflectionService(r, [MyServiceAPI, Health, AdminService, ...reflectionServices]);
+    registerReflectionService(r, [MyServiceAPI, Health, AdminService, ...reflectionServices], statusDetailFiles);
   };
   const dashboard = createDashboardHandler();
   const handler = connectNodeAdapter({
-    routes,
+    routes: withMalformedRequestStatus(routes, {
+      onMalformed: (r) =>
+        logger.warn(
+          { path: r.path, reason: r.reason, requestId: requestIdOf(r.header), sessionId: r.header.get("session-id") ?? undefined },
+          "malformed request message",
+        ),
+    }),
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
     // Connect and gRPC-Web MyService* calls; the native relay reports its calls itself.
@@ -222,8 +232,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
 
   const h2 = http2.createServer({
     maxSessionMemory: 64,
+    // Enough fields for any list under MAX_HEADER_BYTES to reach the check below.
+    maxHeaderListPairs: 1024,
     settings: { maxConcurrentStreams: 1000, initialWindowSize: 1 << 20 },
   });
+  const stopStallCheck = closeStalledHeaderBlocks(h2, { logger });
   const sessions = new Set<http2.ServerHttp2Session>();
   h2.on("session", (session) => {
     sessions.add(session);
@@ -234,6 +247,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     } catch {}
   });
   h2.on("stream", (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+    if (refuseOversizedHeaders(stream, headers, rawHeaders, config.maxHeaderBytes, logger)) return;
     const method = relayedPaths.get(headers[":path"] as string);
     if (method !== undefined && isNativeGrpc(headers)) {
       relay(stream, headers, method);
@@ -245,7 +259,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     const response = new http2.Http2ServerResponse(stream);
     handler(request, response);
   });
-  const h1 = http.createServer((request, response) => {
+  // Node answers a larger header block with 431 itself.
+  const h1 = http.createServer({ maxHeaderSize: config.maxHeaderBytes }, (request, response) => {
     setPeer(request.headers, request.socket.remoteAddress);
     handler(request, response);
   });
@@ -262,17 +277,13 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       await membership.start();
       await pool.start();
       keeper.start();
-      await new Promise<void>((resolve, reject) => {
-        door.once("error", reject);
-        door.listen(config.port, config.host, () => {
-          door.off("error", reject);
-          resolve();
-        });
-      });
-      return (door.address() as AddressInfo).port;
+      return listenOn(door, config.port, config.host, (reason) =>
+        logger.warn({ reason: reason.message }, `no IPv6 on this host: listening on ${ipv4AnyHost} (IPv4 only) instead of ${config.host}`),
+      );
     },
     async close() {
       closing = true;
+      stopStallCheck();
       door.close();
       for (const session of sessions) session.close();
       h1.closeIdleConnections();
@@ -291,5 +302,6 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
 /** Login's peer address comes from the socket only: a client-sent value is overwritten. */
 function setPeer(headers: http.IncomingHttpHeaders, remoteAddress: string | undefined): void {
   if (remoteAddress === undefined || remoteAddress === "") delete headers[peerHeader];
-  else headers[peerHeader] = remoteAddress;
+  // An IPv4 client of the dual-stack socket counts as its IPv4 address (throttling, logs).
+  else headers[peerHeader] = plainAddress(remoteAddress);
 }

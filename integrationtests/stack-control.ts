@@ -6,7 +6,7 @@ import { allInstancesName, ControlApiError, createControlClient, type ProcessInf
 export interface InstanceInfo {
   /** Pod name the instance reports (`pod_name` in replies). */
   readonly pod: string;
-  /** `running`, `stopped`, `starting`, `backoff`, or the container state in compose. */
+  /** `running`, `stopped`, `starting`, `backoff`, `exited` (restart policy on-failure), or the container state in compose. */
   readonly state: string;
   /** `host:port` reachable from this machine, when the stack exposes instances directly. */
   readonly address?: string;

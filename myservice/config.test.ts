@@ -22,11 +22,12 @@ describe("myservice loadConfig()", () => {
     const config = loadConfig({ JWT_SECRET: secret });
     assert.deepEqual(config, {
       port: 5000,
-      host: "0.0.0.0",
+      host: "::",
       jwtSecret: secret,
       subscribeIntervalMs: 5000,
       podName: hostname(),
       maxMessageBytes: 4 * 1024 * 1024,
+      maxHeaderBytes: 16 * 1024,
       logLevel: "info",
       logFormat: "json",
     });
@@ -44,6 +45,7 @@ describe("myservice loadConfig()", () => {
         LOG_LEVEL: "warn",
         LOG_FORMAT: "pretty",
         MAX_MESSAGE_BYTES: "65536",
+        MAX_HEADER_BYTES: "32768",
       }),
       {
         port: 5001,
@@ -52,6 +54,7 @@ describe("myservice loadConfig()", () => {
         subscribeIntervalMs: 250,
         podName: "pod-7",
         maxMessageBytes: 65536,
+        maxHeaderBytes: 32768,
         logLevel: "warn",
         logFormat: "pretty",
       },
@@ -72,6 +75,7 @@ describe("myservice loadConfig()", () => {
       ["SUBSCRIBE_INTERVAL_MS", "1.5"],
       ["LOG_LEVEL", "loud"],
       ["LOG_FORMAT", "text"],
+      ["MAX_HEADER_BYTES", "lots"],
     ] as const) {
       const problems = problemsOf({ JWT_SECRET: secret, [name]: value });
       assert.equal(problems.length, 1, `${name}=${value}`);

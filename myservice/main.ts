@@ -1,4 +1,5 @@
 import { loadConfigOrExit } from "../common/env.js";
+import { ipv4AnyHost, listenOn } from "../common/listen.js";
 import { createLogger } from "../common/logger.js";
 import { loadConfig } from "./config.js";
 import { createMyServiceServer } from "./server.js";
@@ -9,16 +10,6 @@ const logger = createLogger({ name: "myservice", level: config.logLevel, format:
   pod: config.podName,
 });
 const instance = createMyServiceServer(config, logger);
-
-instance.server.on("error", (error) => {
-  logger.fatal({ err: error }, "cannot listen");
-  process.exit(1);
-});
-instance.server.listen(config.port, config.host, () => {
-  const address = instance.server.address();
-  const port = typeof address === "object" && address !== null ? address.port : config.port;
-  logger.info({ port, bootId: instance.bootId }, `myservice ${config.podName} listening on ${config.host}:${port}`);
-});
 
 void instance.shutdownFlushed.then(async (sessionId) => {
   logger.info({ sessionId }, "shutdown reply flushed; exiting with code 0");
@@ -36,4 +27,14 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
     });
     setTimeout(() => process.exit(0), 2000).unref();
   });
+}
+
+try {
+  const bound = await listenOn(instance.server, config.port, config.host, (reason) =>
+    logger.warn({ reason: reason.message }, `no IPv6 on this host: listening on ${ipv4AnyHost} (IPv4 only) instead of ${config.host}`),
+  );
+  logger.info({ port: bound.port, bootId: instance.bootId }, `myservice ${config.podName} listening on ${bound.address}:${bound.port}`);
+} catch (error) {
+  logger.fatal({ err: error }, "cannot listen");
+  process.exit(1);
 }

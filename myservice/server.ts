@@ -1,7 +1,9 @@
 import { randomUUID } from "node:crypto";
 import * as http2 from "node:http2";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { closeStalledHeaderBlocks, defaultMaxHeaderBytes, refuseOversizedHeaders } from "../common/header-limits.js";
 import type { Logger } from "../common/logger.js";
+import { withMalformedRequestStatus } from "../common/malformed-request-status.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import type { MyServiceConfig } from "./config.js";
@@ -22,7 +24,7 @@ export interface MyServiceServer {
 
 /** Builds an instance from its configuration; `main.ts` listens and exits. */
 export function createMyServiceServer(
-  config: Pick<MyServiceConfig, "jwtSecret" | "podName" | "subscribeIntervalMs"> & { maxMessageBytes?: number },
+  config: Pick<MyServiceConfig, "jwtSecret" | "podName" | "subscribeIntervalMs"> & { maxMessageBytes?: number; maxHeaderBytes?: number },
   logger: Logger,
 ): MyServiceServer {
   const bootId = randomUUID();
@@ -44,8 +46,20 @@ export function createMyServiceServer(
   });
   // The limit applies after decompression: a small gzip bomb is refused, not inflated.
   const maxBytes = config.maxMessageBytes ?? 4 * 1024 * 1024;
-  const handler = connectNodeAdapter({ routes, readMaxBytes: maxBytes, writeMaxBytes: maxBytes });
-  const server = http2.createServer({}, handler);
+  const handler = connectNodeAdapter({
+    routes: withMalformedRequestStatus(routes, {
+      onMalformed: (r) =>
+        logger.warn({ path: r.path, reason: r.reason, sessionId: r.header.get("session-id") ?? undefined }, "malformed request message"),
+    }),
+    readMaxBytes: maxBytes,
+    writeMaxBytes: maxBytes,
+  });
+  const maxHeaderBytes = config.maxHeaderBytes ?? defaultMaxHeaderBytes;
+  const server = http2.createServer({ maxHeaderListPairs: 1024 }, (request, response) => {
+    if (refuseOversizedHeaders(response.stream, request.headers, request.rawHeaders, maxHeaderBytes, logger)) return;
+    handler(request, response);
+  });
+  const stopStallCheck = closeStalledHeaderBlocks(server, { logger });
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
@@ -67,6 +81,7 @@ export function createMyServiceServer(
     close() {
       // Graceful first (GOAWAY, pending frames flushed — the Shutdown reply's trailers must
       // reach the gateway), then whatever is still open (e.g. a Subscribe) is cut.
+      stopStallCheck();
       return new Promise((resolve) => {
         server.close(() => resolve());
         for (const session of sessions) session.close();

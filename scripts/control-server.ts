@@ -1,8 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Supervisor } from "./supervisor.js";
-import { controlSignals, type UpState } from "./up-protocol.js";
+import { controlActions, controlSignals, type UpState } from "./up-protocol.js";
 
-const actions = new Set(["kill", "stop", "start", "signal"]);
+const actions = new Set<string>([...controlActions, "signal"]);
 
 function reply(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body, null, 2)}\n`;
@@ -12,8 +12,9 @@ function reply(res: ServerResponse, status: number, body: unknown): void {
 
 /**
  * Builds the launcher's control API (JSON over HTTP/1.1; the caller listens on loopback):
- * `GET /processes`, `GET /state`, `POST /processes/<name>/{kill,stop,start}` and
- * `POST /processes/<name>/signal?sig=...`, where `<name>` may be `instances`.
+ * `GET /processes`, `GET /state`, `POST /processes/<name>/{kill,stop,start,restart}` and
+ * `POST /processes/<name>/signal?sig=...`, where `<name>` may be `instances` or `gateway`
+ * (every gateway). `restart` takes the processes one after the other, each back before the next.
  * Replies 200 with the process list after the action, 404 for an unknown name or path,
  * 400 for a bad action or signal, 405 for a wrong method.
  */
@@ -33,7 +34,7 @@ export function createControlServer(supervisor: Supervisor, state: () => UpState
     const [, name = "", action = ""] = parts;
     const names = supervisor.resolve(name);
     if (names.length === 0) return reply(res, 404, { error: `unknown process ${name}` });
-    if (!actions.has(action)) return reply(res, 400, { error: `unknown action ${action}: use kill, stop, start or signal` });
+    if (!actions.has(action)) return reply(res, 400, { error: `unknown action ${action}: use ${[...actions].join(", ")}` });
     if (action === "signal") {
       const sig = url.searchParams.get("sig") ?? "";
       if (!(controlSignals as readonly string[]).includes(sig)) {
@@ -42,6 +43,9 @@ export function createControlServer(supervisor: Supervisor, state: () => UpState
       for (const n of names) supervisor.signal(n, sig as NodeJS.Signals);
     } else if (action === "start") {
       for (const n of names) supervisor.start(n);
+    } else if (action === "restart") {
+      // One after the other: with several gateways, the others serve meanwhile.
+      for (const n of names) await supervisor.restart(n);
     } else {
       await Promise.all(names.map((n) => (action === "kill" ? supervisor.kill(n) : supervisor.stop(n))));
     }

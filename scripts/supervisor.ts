@@ -1,6 +1,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { canConnect } from "./net-util.js";
-import type { ProcessInfo, ProcessKind, ProcessState } from "./up-protocol.js";
+import {
+  allGatewaysName,
+  allInstancesName,
+  type ProcessInfo,
+  type ProcessKind,
+  type ProcessState,
+  type RestartPolicy,
+} from "./up-protocol.js";
 
 /** How to run one supervised process. */
 export interface ProcessSpec {
@@ -18,6 +25,8 @@ export interface ProcessSpec {
   /** Complete environment of the child. */
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly cwd: string;
+  /** What happens when the process ends by itself (see `RestartPolicy`). Default `always`. */
+  readonly restart?: RestartPolicy;
 }
 
 /** Restart delays; all in milliseconds. */
@@ -54,14 +63,22 @@ export interface Supervisor {
   startAll(): void;
   /** Snapshot of every process, in spec order. */
   list(): ProcessInfo[];
-  /** Names of the processes `name` addresses (`instances` = every myservice), or `[]`. */
+  /**
+   * Names of the processes `name` addresses, or `[]`: a process's own name, `instances` (every
+   * myservice), or `gateway` (every gateway, when none is named exactly `gateway`).
+   */
   resolve(name: string): string[];
   /** SIGKILL; the process restarts with backoff. Resolves once it exited (at most ~2 s). */
   kill(name: string): Promise<void>;
   /** Holds the process stopped: SIGTERM, SIGKILL after the stop timeout; no restart. */
   stop(name: string): Promise<void>;
-  /** Releases the hold and starts the process now if it is not running. */
+  /** Releases the hold and starts the process now if it is not running (also after `exited`). */
   start(name: string): void;
+  /**
+   * Stops the process gracefully (as `stop`) and starts it again at once; resolves once it
+   * accepts connections again, or ended, or after `timeoutMs` (default 30,000): read its state.
+   */
+  restart(name: string, timeoutMs?: number): Promise<void>;
   /** Sends `signal` to the running process, if any; does not change the hold. */
   signal(name: string, signal: NodeJS.Signals): void;
   /** Stops every process (no restarts afterwards). */
@@ -82,6 +99,8 @@ interface Managed {
   becameReady: boolean;
   restartTimer: NodeJS.Timeout | undefined;
   exitWaiters: Array<() => void>;
+  /** Called when the process becomes `running` or exits. */
+  readyWaiters: Array<() => void>;
 }
 
 const defaultBackoff: BackoffOptions = { initialMs: 100, maxMs: 5000, resetAfterMs: 10_000, cleanExitMs: 50 };
@@ -106,6 +125,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       becameReady: false,
       restartTimer: undefined,
       exitWaiters: [],
+      readyWaiters: [],
     });
   }
 
@@ -166,6 +186,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       if (!ready) return probe(m, child);
       m.becameReady = true;
       setState(m, "running");
+      for (const resolve of m.readyWaiters.splice(0)) resolve();
     }, probeIntervalMs);
   }
 
@@ -175,9 +196,16 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const upMs = Date.now() - m.startedAtMs;
     const how = signal !== null ? `killed by ${signal}` : `exited with code ${code}`;
     for (const resolve of m.exitWaiters.splice(0)) resolve();
+    for (const resolve of m.readyWaiters.splice(0)) resolve();
     if (shuttingDown || m.held) {
       options.log(`${m.spec.name} ${how}${m.held ? " (held stopped)" : ""}`);
       setState(m, "stopped");
+      return;
+    }
+    if (code === 0 && m.spec.restart === "on-failure") {
+      // compose's `restart: on-failure`: a clean exit (an instance after its Shutdown) stays down.
+      options.log(`${m.spec.name} ${how} after ${upMs} ms; not restarted (restart policy on-failure)`);
+      setState(m, "exited");
       return;
     }
     if (upMs >= backoff.resetAfterMs) m.backoffMs = backoff.initialMs;
@@ -242,8 +270,11 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     },
     list: () => [...managed.values()].map(info),
     resolve(name) {
-      if (name === "instances") return [...managed.values()].filter((m) => m.spec.kind === "myservice").map((m) => m.spec.name);
-      return managed.has(name) ? [name] : [];
+      if (managed.has(name)) return [name];
+      const ofKind = (kind: ProcessKind) => [...managed.values()].filter((m) => m.spec.kind === kind).map((m) => m.spec.name);
+      if (name === allInstancesName) return ofKind("myservice");
+      if (name === allGatewaysName) return ofKind("gateway");
+      return [];
     },
     async kill(name) {
       const m = get(name);
@@ -269,6 +300,29 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       }
       m.backoffMs = backoff.initialMs;
       launch(m);
+    },
+    async restart(name, timeoutMs = 30_000) {
+      const m = get(name);
+      // Held while it stops, so that its exit does not schedule a restart of its own.
+      m.held = true;
+      clearRestart(m);
+      await terminate(m);
+      m.held = false;
+      m.backoffMs = backoff.initialMs;
+      const ready = new Promise<void>((resolve) => {
+        const timer = setTimeout(done, timeoutMs);
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        m.readyWaiters.push(done);
+      });
+      launch(m);
+      if (m.child === undefined) {
+        // Not started (the launcher is shutting down): nothing to wait for.
+        for (const resolve of m.readyWaiters.splice(0)) resolve();
+      }
+      await ready;
     },
     signal(name, signal) {
       get(name).child?.kill(signal);

@@ -1,5 +1,14 @@
 import { isAbsolute, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { type ControlAction, controlActions, type RestartPolicy, restartPolicies } from "./up-protocol.js";
+
+/** A command for a running launcher (`npm run up -- restart gateway`), sent to its control API. */
+export interface UpCommand {
+  /** `status` lists the processes; the others are control API actions. */
+  readonly action: ControlAction | "status";
+  /** Process name, `instances` or `gateway`; empty for `status`. */
+  readonly name: string;
+}
 
 /** Options of the local launcher, resolved once from argv and the environment. */
 export interface UpOptions {
@@ -13,6 +22,16 @@ export interface UpOptions {
   readonly dataDir: string;
   /** `--control-port` / `UP_CONTROL_PORT`: control API port on 127.0.0.1; 0 picks a free one. Default 10099. */
   readonly controlPort: number;
+  /** `true` when `--control-port` or `UP_CONTROL_PORT` was given (a command then uses it, not the state file). */
+  readonly controlPortGiven: boolean;
+  /**
+   * `--restart` / `UP_RESTART`: restart policy of the instances, as compose's `restart:`
+   * (`always`: every exit; `on-failure`: not after exit code 0, e.g. after a Shutdown). The
+   * gateway is always restarted. Default `always`.
+   */
+  readonly restart: RestartPolicy;
+  /** A command for the running launcher instead of starting one (`start myservice-1`, `restart gateway`, `status`). */
+  readonly command: UpCommand | undefined;
   /** `--state-file` / `UP_STATE_FILE`: absolute path of the state file. Default `<data-dir>/up-stack.json`. */
   readonly stateFile: string;
   /** `false` with `--no-gateway`: run the instances only. */
@@ -36,9 +55,22 @@ export class UsageError extends Error {
 
 /** Text of `npm run up -- --help`. */
 export const usage = `Usage: npm run up -- [options]
+       npm run up -- status | start NAME | stop NAME | kill NAME | restart NAME [--control-port P | --data-dir DIR]
 
-Runs the gateway and N myservice instances on this machine, restarts any that exit, and
-serves a control API on 127.0.0.1. Ctrl-C stops everything.
+Runs the gateway and N myservice instances on this machine, restarts any that exit (see
+--restart), and serves a control API on 127.0.0.1. Ctrl-C stops everything, and so does the end
+of the process that ran it (npm, its shell, a terminal that closes, kill <pid of npm>).
+
+Commands talk to a running launcher's control API (its port from --control-port, else from the
+state file in --data-dir, else 10099) and print the process list:
+  status                    every process with its state, pid, port and restarts
+  start NAME                start a stopped or exited process (NAME: gateway, myservice-1, ...)
+  stop NAME                 stop it and keep it stopped (SIGTERM)
+  kill NAME                 SIGKILL it (a crash; the restart policy brings it back)
+  restart NAME              stop it gracefully and start it again at once. restart gateway
+                            keeps every session on its instance (leases are in the database);
+                            with several gateways, one after the other. NAME may be
+                            instances (every myservice) or gateway (every gateway)
 
 Options (environment variable in brackets):
   --instances N             myservice processes [UP_INSTANCES] (default 3)
@@ -48,6 +80,11 @@ Options (environment variable in brackets):
   --data-dir DIR            lease database and state file [UP_DATA_DIR] (default data/)
   --control-port P          control API on 127.0.0.1 [UP_CONTROL_PORT] (default 10099; 0 = free)
   --state-file FILE         state file [UP_STATE_FILE] (default <data-dir>/up-stack.json)
+  --restart POLICY          restart policy of the instances [UP_RESTART], as compose's restart:
+                            always (default): after every exit, as after a Shutdown;
+                            on-failure: only after a crash (exit code not 0, or a signal);
+                            an instance that exits 0 after its Shutdown stays down until
+                            npm run up -- start myservice-N
   --no-gateway              run the instances only
   --exit-with-stdin         stop when stdin closes (for harnesses that spawn the launcher)
   --compiled                run dist/ (built by npm run build; npm run up passes it)
@@ -56,7 +93,7 @@ Options (environment variable in brackets):
 
 Environment passed to the processes: JWT_SECRET (a development secret if unset),
 TOKEN_EXPIRATION (1h), LEASE_IDLE_TTL (5m), SUBSCRIBE_INTERVAL_MS (5000), LOG_LEVEL (info),
-LOG_FORMAT (pretty), LISTEN_HOST of the gateway (0.0.0.0), USERS_FILE
+LOG_FORMAT (pretty), LISTEN_HOST of the gateway (::, i.e. IPv6 and IPv4), USERS_FILE
 (gateway/dev-users.json); any other variable is inherited unchanged.`;
 
 function integer(problems: string[], label: string, text: string | undefined, fallback: number, min: number, max: number): number {
@@ -81,11 +118,12 @@ export function parseUpOptions(
   cwd: string,
 ): UpOptions {
   let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: [...argv],
       strict: true,
-      allowPositionals: false,
+      allowPositionals: true,
       options: {
         instances: { type: "string" },
         "gateway-port": { type: "string" },
@@ -93,6 +131,7 @@ export function parseUpOptions(
         "data-dir": { type: "string" },
         "control-port": { type: "string" },
         "state-file": { type: "string" },
+        restart: { type: "string" },
         "no-gateway": { type: "boolean" },
         "exit-with-stdin": { type: "boolean" },
         compiled: { type: "boolean" },
@@ -117,7 +156,13 @@ export function parseUpOptions(
   if (instanceBasePort !== 0 && instanceBasePort + instances - 1 > 65_535) {
     problems.push(`--instance-base-port ${instanceBasePort} leaves no room for ${instances} instances`);
   }
-  const controlPort = integer(problems, "--control-port", str("control-port") ?? env.UP_CONTROL_PORT, 10_099, 0, 65_535);
+  const controlPortText = str("control-port") ?? env.UP_CONTROL_PORT;
+  const controlPort = integer(problems, "--control-port", controlPortText, 10_099, 0, 65_535);
+  const restartText = str("restart") ?? env.UP_RESTART ?? "always";
+  if (!(restartPolicies as readonly string[]).includes(restartText)) {
+    problems.push(`--restart ${JSON.stringify(restartText)}: expected ${restartPolicies.join(" or ")}`);
+  }
+  const command = parseCommand(problems, positionals);
   const absolute = (path: string) => (isAbsolute(path) ? path : resolve(cwd, path));
   const dataDirText = str("data-dir") ?? env.UP_DATA_DIR;
   const dataDir = dataDirText ? absolute(dataDirText) : join(repoRoot, "data");
@@ -130,10 +175,28 @@ export function parseUpOptions(
     instanceBasePort,
     dataDir,
     controlPort,
+    controlPortGiven: controlPortText !== undefined && controlPortText.trim() !== "",
+    restart: (restartPolicies as readonly string[]).includes(restartText) ? (restartText as RestartPolicy) : "always",
+    command,
     stateFile,
     gateway: values["no-gateway"] !== true,
     exitWithStdin: values["exit-with-stdin"] === true,
     compiled: values.compiled === true,
     help: values.help === true,
   });
+}
+
+function parseCommand(problems: string[], positionals: readonly string[]): UpCommand | undefined {
+  const [action, name = "", ...extra] = positionals;
+  if (action === undefined) return undefined;
+  if (action === "status") {
+    if (positionals.length > 1) problems.push(`status takes no name (got ${positionals.slice(1).join(" ")})`);
+    return { action, name: "" };
+  }
+  if (!(controlActions as readonly string[]).includes(action)) {
+    problems.push(`unknown command ${JSON.stringify(action)}: use status, ${controlActions.join(", ")}`);
+    return undefined;
+  }
+  if (name === "" || extra.length > 0) problems.push(`${action} takes one process name, e.g. ${action} myservice-1 or ${action} gateway`);
+  return { action: action as ControlAction, name };
 }

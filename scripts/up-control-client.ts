@@ -3,8 +3,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ControlAction, ProcessInfo, UpState } from "./up-protocol.js";
 
-export type { ControlAction, ControlSignal, ProcessInfo, ProcessKind, ProcessState, UpState } from "./up-protocol.js";
-export { allInstancesName, controlSignals } from "./up-protocol.js";
+export type { ControlAction, ControlSignal, ProcessInfo, ProcessKind, ProcessState, RestartPolicy, UpState } from "./up-protocol.js";
+export { allGatewaysName, allInstancesName, controlActions, controlSignals, restartPolicies } from "./up-protocol.js";
 
 /** Repository root (the folder above `scripts/`). */
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -38,7 +38,7 @@ export interface ControlClient {
   processes(): Promise<ProcessInfo[]>;
   /** `GET /state`: the same document as the state file. */
   state(): Promise<UpState>;
-  /** `POST /processes/<name>/<action>`; `name` may be `instances`. Returns the list after the action. */
+  /** `POST /processes/<name>/<action>`; `name` may be `instances` or `gateway`. Returns the list after the action. */
   control(name: string, action: ControlAction): Promise<ProcessInfo[]>;
   /** `POST /processes/<name>/signal?sig=<sig>`; no change to the hold. */
   signal(name: string, sig: string): Promise<ProcessInfo[]>;

@@ -5,9 +5,21 @@ export type ProcessKind = "myservice" | "gateway";
  * Lifecycle state of a supervised process:
  * `starting` (spawned, port not yet accepting connections), `running` (port accepts
  * connections), `backoff` (exited, restart scheduled), `stopped` (held stopped, or the
- * launcher is shutting down).
+ * launcher is shutting down), `exited` (ended with code 0 under the restart policy
+ * `on-failure`: stays down until `start`).
  */
-export type ProcessState = "running" | "stopped" | "backoff" | "starting";
+export type ProcessState = "running" | "stopped" | "backoff" | "starting" | "exited";
+
+/**
+ * When a process that ended by itself is started again, as compose's `restart:` says:
+ * `always` whatever its exit; `on-failure` only after a failure (an exit code other than 0, or
+ * a signal such as SIGKILL), so an instance that exits 0 after its Shutdown stays down. A
+ * process held by `stop` is never restarted under either policy.
+ */
+export type RestartPolicy = "always" | "on-failure";
+
+/** Every restart policy, for option parsing. */
+export const restartPolicies: readonly RestartPolicy[] = ["always", "on-failure"];
 
 /** One supervised process as reported by `GET /processes` and the state file. */
 export interface ProcessInfo {
@@ -40,8 +52,16 @@ export interface UpState {
   readonly processes: readonly ProcessInfo[];
 }
 
-/** Actions of `POST /processes/<name>/<action>` besides `signal`. */
-export type ControlAction = "kill" | "stop" | "start";
+/**
+ * Actions of `POST /processes/<name>/<action>` besides `signal`: `kill` (SIGKILL, restarted by
+ * the policy), `stop` (SIGTERM and hold), `start` (release the hold, start if down), `restart`
+ * (SIGTERM, start again at once, wait until it accepts connections; several processes one
+ * after the other).
+ */
+export type ControlAction = "kill" | "stop" | "start" | "restart";
+
+/** Every control action, for option parsing. */
+export const controlActions: readonly ControlAction[] = ["kill", "stop", "start", "restart"];
 
 /** Signals accepted by `POST /processes/<name>/signal?sig=`. */
 export const controlSignals = ["SIGSTOP", "SIGCONT", "SIGTERM", "SIGKILL"] as const;
@@ -51,3 +71,9 @@ export type ControlSignal = (typeof controlSignals)[number];
 
 /** Name that addresses every myservice process at once in control calls. */
 export const allInstancesName = "instances";
+
+/**
+ * Name that addresses every gateway process at once in control calls, when no process is
+ * called exactly that (with several gateways: `gateway-1`, `gateway-2`, ...).
+ */
+export const allGatewaysName = "gateway";

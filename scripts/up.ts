@@ -2,16 +2,17 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { dualStackHost } from "../common/listen.js";
 import { builtPath } from "./build-output.js";
 import { createControlServer } from "./control-server.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
 import { pickFreePorts, portProblem } from "./net-util.js";
-import { watchParentPipe } from "./parent-watch.js";
+import { watchParentPipe, watchParentProcesses } from "./parent-watch.js";
 import { gatewayEnv, myserviceEnv, type StackSettings, stackDefaults } from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
-import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
-import { repoRoot } from "./up-control-client.js";
-import type { UpState } from "./up-protocol.js";
+import { parseUpOptions, type UpCommand, type UpOptions, UsageError, usage } from "./up-config.js";
+import { ControlApiError, createControlClient, readUpState, repoRoot } from "./up-control-client.js";
+import { allGatewaysName, allInstancesName, type ProcessInfo, type UpState } from "./up-protocol.js";
 
 /** Hard limit for a clean stop of everything before the launcher kills what is left. */
 const shutdownLimitMs = 10_000;
@@ -47,7 +48,7 @@ function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
     subscribeIntervalMs: env.SUBSCRIBE_INTERVAL_MS || stackDefaults.SUBSCRIBE_INTERVAL_MS,
     logLevel: env.LOG_LEVEL || stackDefaults.LOG_LEVEL,
     logFormat: env.LOG_FORMAT || "pretty",
-    gatewayListenHost: env.LISTEN_HOST || "0.0.0.0",
+    gatewayListenHost: env.LISTEN_HOST || dualStackHost,
     usersFile: resolve(repoRoot, env.USERS_FILE || "gateway/dev-users.json"),
     leaseDbPath: join(dataDir, "leases.db"),
   };
@@ -74,6 +75,7 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       args: nodeArgs("myservice/main.ts", options.compiled),
       env: { ...inherited, ...myserviceEnv(settings, podName, port) },
       cwd: repoRoot,
+      restart: options.restart,
     };
   });
   if (options.gateway) {
@@ -91,6 +93,8 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       args: nodeArgs("gateway/main.ts", options.compiled),
       env: { ...gatewayInherited, ...gatewayEnv(settings, ports.gatewayPort, addresses) },
       cwd: repoRoot,
+      // As compose's `restart: unless-stopped`: a gateway that ends is always brought back.
+      restart: "always",
     });
   }
   return specs;
@@ -111,6 +115,10 @@ async function main(): Promise<void> {
   const options = loadOptions();
   if (options.help) {
     process.stdout.write(`${usage}\n`);
+    return;
+  }
+  if (options.command !== undefined) {
+    process.exitCode = await runCommand(options.command, options);
     return;
   }
   process.stdout.on("error", () => {});
@@ -161,7 +169,8 @@ async function main(): Promise<void> {
     }
   }
 
-  const gatewayAddress = `${connectHost(settings.gatewayListenHost)}:${ports.gatewayPort}`;
+  const host = connectHost(settings.gatewayListenHost);
+  const gatewayAddress = `${host.includes(":") ? `[${host}]` : host}:${ports.gatewayPort}`;
   const controlUrl = `http://127.0.0.1:${ports.controlPort}`;
   let announced = false;
   const state = (): UpState => ({
@@ -226,10 +235,12 @@ async function main(): Promise<void> {
   // Last resort: whatever path ends this process, no child outlives it.
   process.on("exit", () => supervisor.killAllNow());
   if (options.exitWithStdin) watchParentPipe(() => shutdown("stdin closed", 0));
+  // `kill <pid of npm run up>` (SIGTERM or SIGKILL) reaches npm only: nothing may outlive it.
+  watchParentProcesses((why) => shutdown(why, 0), { ranByNpm: process.env.npm_lifecycle_event === "up" });
 
   log(
     `starting ${options.gateway ? "the gateway and " : ""}${options.instances} myservice instance(s); ` +
-      `data in ${options.dataDir}; control API ${controlUrl}`,
+      `data in ${options.dataDir}; control API ${controlUrl}; restart policy of the instances: ${options.restart}`,
   );
   supervisor.startAll();
 }
@@ -246,14 +257,84 @@ function announce(
     return;
   }
   const devSecret = settings.jwtSecret === devJwtSecret;
-  log(`gateway listening on ${settings.gatewayListenHost}:${gatewayAddress.split(":")[1]} - ready`);
+  const port = gatewayAddress.split(":").at(-1);
+  const listening = settings.gatewayListenHost === dualStackHost ? `[::]:${port} (IPv6 and IPv4)` : `${settings.gatewayListenHost}:${port}`;
+  log(`gateway listening on ${listening} - ready`);
   log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
   log(
     `or:       grpcurl -plaintext -d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}' ` +
       `${gatewayAddress} my_service.MyServiceAPI/Login`,
   );
-  log(`control:  curl ${controlUrl}/processes   (POST /processes/<name>/kill|stop|start)`);
+  const portOption = options.controlPort === 10_099 ? "" : ` --control-port ${controlUrl.split(":").at(-1)}`;
+  log(`control:  npm run up -- status${portOption}   (or curl ${controlUrl}/processes)`);
+  log(`          npm run up -- restart gateway${portOption}   restarts only the gateway: every session stays on its instance`);
+  log("          (Ctrl-C and npm run up again restart the instances too: every session then moves to a new instance)");
+  log("edited proto/? npm run generate (or npx buf generate: buf comes with npm install, it is not on PATH)");
   if (devSecret) log("(tokens are signed with the development JWT secret)");
+}
+
+const commandTimeoutMs = 120_000;
+
+/** Runs a command against a running launcher's control API; prints the process list. Returns the exit code. */
+async function runCommand(command: UpCommand, options: UpOptions): Promise<number> {
+  let controlUrl = `http://127.0.0.1:${options.controlPort}`;
+  if (!options.controlPortGiven) {
+    // The launcher of this data folder wrote its control URL into the state file.
+    const state = await readUpState(options.stateFile).catch(() => undefined);
+    if (state !== undefined && isRunning(state.launcherPid)) controlUrl = state.controlUrl;
+  }
+  const client = createControlClient(controlUrl, { timeoutMs: commandTimeoutMs });
+  try {
+    const processes = command.action === "status" ? await client.processes() : await client.control(command.name, command.action);
+    process.stdout.write(formatProcesses(processes));
+    if (command.action === "restart") {
+      const down = processes.filter((p) => (p.name === command.name || matches(command.name, p)) && p.state !== "running");
+      if (down.length > 0) {
+        process.stderr.write(`up: not running after restart: ${down.map((p) => `${p.name} (${p.state})`).join(", ")}\n`);
+        return 1;
+      }
+    }
+    return 0;
+  } catch (error) {
+    const unreachable = error instanceof ControlApiError && error.status === 0;
+    process.stderr.write(
+      unreachable
+        ? `up: no launcher answers at ${controlUrl}: is npm run up running? (point at it with --control-port or --data-dir)\n`
+        : `up: ${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return 1;
+  }
+}
+
+/** Whether `name` is a group name (`instances`, `gateway`) that addresses `process`. */
+function matches(name: string, process: ProcessInfo): boolean {
+  return (name === allInstancesName && process.kind === "myservice") || (name === allGatewaysName && process.kind === "gateway");
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The process list as a small table. */
+function formatProcesses(processes: readonly ProcessInfo[]): string {
+  const rows = [["NAME", "STATE", "PID", "PORT", "RESTARTS"]];
+  for (const p of processes) {
+    rows.push([p.name, `${p.state}${p.held ? " (held)" : ""}`, String(p.pid ?? "-"), String(p.port), String(p.restarts)]);
+  }
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  return `${rows
+    .map((r) =>
+      r
+        .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+        .join("  ")
+        .trimEnd(),
+    )
+    .join("\n")}\n`;
 }
 
 await main();

@@ -115,6 +115,29 @@ describe(
       await client.api.myServiceShutdown({}, { headers: s.headers });
     });
 
+    it("shows the last minute's allocations and busy rejections as soon as a page opens (counted by the gateway)", async () => {
+      // Allocations while no page is open: three sessions take the three instances, a fourth is refused.
+      await until(async () => (await page.locator('#instances tbody tr[data-state="FREE"]').count()) === 3);
+      const sessions = [];
+      for (let i = 0; i < 3; i++) {
+        const s = await login(client, `minute-${i}`);
+        await retryWhile(capacity, () => echo(client, s));
+        sessions.push(s);
+      }
+      const refused = await login(client, "minute-busy");
+      await assert.rejects(echo(client, refused), (e: { code?: number }) => e.code === Code.ResourceExhausted);
+      const admin = createClient(AdminService, createGrpcTransport({ baseUrl: stack.gatewayUrl }));
+      const stats = await admin.getPoolStats({}, { headers: { authorization: sessions[0]?.token ?? "" } });
+      // A page opened now (a reload forgets everything the page saw) shows them on its first refresh.
+      await page.reload();
+      await page.locator("#stat-uptime", { hasNotText: "–" }).waitFor();
+      assert.equal(await page.textContent("#stat-alloc-rate"), String(stats.allocationsAcquiredLastMinute));
+      assert.ok(stats.allocationsAcquiredLastMinute >= 3n);
+      assert.equal(await page.textContent("#stat-busy"), `${stats.allocationsBusy}; ${stats.allocationsBusyLastMinute}`);
+      assert.ok(stats.allocationsBusyLastMinute >= 1n);
+      for (const s of sessions) await client.api.myServiceShutdown({}, { headers: s.headers });
+    });
+
     it("drains and undrains an instance from the page", async () => {
       const admin = createClient(AdminService, createGrpcTransport({ baseUrl: stack.gatewayUrl }));
       const headers = { authorization: (await login(client, "browser-admin")).token };

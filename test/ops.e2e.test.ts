@@ -162,6 +162,109 @@ describe("operations surface", () => {
         );
       });
 
+      it("serves the google.rpc files of the status details it sends (file_containing_symbol, v1 and v1alpha)", async () => {
+        for (const version of ["v1", "v1alpha"]) {
+          const retry = (await py(stack, "describe", "google.rpc.RetryInfo", version)) as {
+            files: string[];
+            message: { file: string; fields: { name: string; type: unknown }[] };
+          };
+          assert.deepEqual(retry.files, ["google/protobuf/duration.proto", "google/rpc/error_details.proto"], version);
+          assert.equal(retry.message.file, "google/rpc/error_details.proto");
+          assert.deepEqual(
+            retry.message.fields.map((f) => [f.name, f.type]),
+            [["retry_delay", "google.protobuf.Duration"]],
+          );
+          const status = (await py(stack, "describe", "google.rpc.Status", version)) as {
+            files: string[];
+            message: { fields: { name: string; type: unknown }[] };
+          };
+          assert.deepEqual(status.files, ["google/protobuf/any.proto", "google/rpc/status.proto"], version);
+          assert.deepEqual(
+            status.message.fields.map((f) => [f.name, f.type]),
+            [
+              ["code", 5],
+              ["message", 9],
+              ["details", "google.protobuf.Any"],
+            ],
+          );
+        }
+        // Listed services stay the served ones: the google.rpc files declare messages only.
+        assert.ok(!((await py(stack, "list")) as string[]).some((s) => s.startsWith("google.")));
+      });
+
+      it("calls a server stream (Subscribe) message by message, and says what it cannot call", async () => {
+        const sessionId = `py-stream-${Date.now()}`;
+        const { token } = (await py(
+          stack,
+          "call",
+          "my_service.MyServiceAPI/Login",
+          JSON.stringify({ username: "TestUser", password: "TestPassword", sessionId }),
+        )) as { token: string };
+        tokens.push(token);
+        const auth = [`authorization=${token}`, `session-id=${sessionId}`];
+        const { stdout } = await run(
+          python,
+          [
+            reflectionClient,
+            stack.gatewayAddress,
+            "call",
+            "my_service.MyServiceAPI/MyServiceSubscribe",
+            '{"value":"s"}',
+            ...auth,
+            "--max-messages",
+            "3",
+          ],
+          { timeout: 20_000 },
+        );
+        const messages = stdout
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line) as { index?: number; podName: string; serverMethod: string });
+        assert.deepEqual(
+          messages.map((m) => [m.index ?? 0, m.serverMethod]),
+          [
+            [0, "MyServiceSubscribe"],
+            [1, "MyServiceSubscribe"],
+            [2, "MyServiceSubscribe"],
+          ],
+        );
+        assert.equal(new Set(messages.map((m) => m.podName)).size, 1);
+        await py(stack, "call", "my_service.MyServiceAPI/MyServiceShutdown", "{}", ...auth);
+        const bidi = spawnSync(
+          python,
+          [reflectionClient, stack.gatewayAddress, "call", "grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "{}"],
+          {
+            encoding: "utf8",
+          },
+        );
+        assert.equal(bidi.status, 2);
+        assert.match(bidi.stderr, /client-streaming or bidirectional: this helper cannot call it/);
+      });
+
+      it("decodes status details with reflection, as grpcurl does: the retry hint of all instances are busy", async () => {
+        await settle();
+        const holders = [];
+        for (let i = 0; i < 3; i++) {
+          const s = track(await login(client, "py-busy"));
+          await retryWhile(capacity, () => echo(client, s));
+          holders.push(s);
+        }
+        const s = track(await login(client, "py-busy-4th"));
+        await assert.rejects(
+          py(stack, "call", "my_service.MyServiceAPI/MyServiceEcho", '{"value":"x"}', `authorization=${s.token}`, `session-id=${s.id}`),
+          (error: { stderr: string; code: number }) => {
+            assert.equal(error.code, 1);
+            assert.deepEqual(JSON.parse(error.stderr), {
+              code: "RESOURCE_EXHAUSTED",
+              details: "all instances are busy",
+              statusDetails: [{ "@type": "type.googleapis.com/google.rpc.RetryInfo", retryDelay: "1s" }],
+            });
+            return true;
+          },
+        );
+        for (const h of holders) await client.api.myServiceShutdown({}, { headers: h.headers });
+      });
+
       it("answers NOT_FOUND for an unknown symbol", async () => {
         await assert.rejects(py(stack, "describe", "no.such.Service"), (error: { stderr: string }) => {
           assert.match(error.stderr, /reflection error 5: symbol no\.such\.Service not found/);
@@ -204,6 +307,7 @@ describe("operations surface", () => {
     it("counts allocations, busy rejections, proxied calls by method and code, logins; gauges read the store", async () => {
       await settle();
       const before = (await scrape(stack)).series;
+      const statsBefore = await admin.getPoolStats({}, { headers: adminHeaders });
       const sessions = [];
       for (let i = 0; i < 3; i++) sessions.push(track(await login(client, "metrics")));
       const pods = new Set<string>();
@@ -233,6 +337,11 @@ describe("operations surface", () => {
       assert.equal(delta('mygateway_proxied_call_duration_seconds_count{method="MyServiceEcho",code="OK"}'), 7);
       assert.equal(delta('mygateway_logins_total{result="ok"}'), 4);
       assert.equal(delta('mygateway_logins_total{result="denied"}'), 1);
+      // The admin API counts the last minute itself (what the dashboard shows), in step with the counters.
+      const stats = await admin.getPoolStats({}, { headers: adminHeaders });
+      assert.equal(stats.allocationsAcquiredLastMinute - statsBefore.allocationsAcquiredLastMinute, 3n);
+      assert.equal(stats.allocationsBusyLastMinute - statsBefore.allocationsBusyLastMinute, 1n);
+      assert.ok(stats.allocationsAcquiredLastMinute <= stats.allocationsAcquired);
       assert.equal(value(series, "mygateway_active_leases"), 3);
       assert.equal(value(series, 'mygateway_instances{state="leased"}'), 3);
       const ages = [...series].filter(([k]) => k.startsWith("mygateway_lease_age_seconds{"));

@@ -31,6 +31,8 @@ export interface StackOptions {
   readonly waitAllFree?: boolean;
   /** Longest wait for the stack to be ready, milliseconds. Default 20,000. */
   readonly startTimeoutMs?: number;
+  /** More launcher options, e.g. `["--restart", "on-failure"]`. */
+  readonly launcherArgs?: readonly string[];
 }
 
 /** A running stack of real processes under the launcher (`scripts/up.ts`). */
@@ -110,6 +112,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   args.push("--gateway-port", "0", "--instance-base-port", "0", "--control-port", "0");
   args.push("--data-dir", dataDir, "--exit-with-stdin");
   if (!withGateway) args.push("--no-gateway");
+  args.push(...(options.launcherArgs ?? []));
   const launcher = spawn(process.execPath, args, { cwd: repoRoot, env, stdio: ["pipe", "pipe", "pipe"] });
   launcher.stdin.on("error", () => {});
   const launcherExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {

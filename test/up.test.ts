@@ -1,16 +1,23 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
+import { promisify } from "node:util";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { issueToken } from "../common/tokens.js";
+import { transferHeaders } from "../gateway/routing/session-router.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { InstanceService } from "../gen/myservice/instance/v1/instance_pb.js";
 import { canConnect } from "../scripts/net-util.js";
+import { repoRoot } from "../scripts/up-control-client.js";
+import { echo, errorOf, gatewayClient, login, retryWhile } from "./e2e-client.js";
 import { type ProcessInfo, type Stack, startStack } from "./stack.js";
+
+const run = promisify(execFile);
 
 function transport(port: number) {
   return createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}`, idleConnectionTimeoutMs: 1000 });
@@ -203,10 +210,30 @@ describe("scripts/up.ts shutdown", () => {
   });
 });
 
+/** Runs `scripts/up.ts <args>` as a command line client (what `npm run up -- <args>` runs after its build). */
+async function upCommand(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", join(repoRoot, "scripts", "up.ts"), ...args], {
+      cwd: repoRoot,
+      timeout: 120_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const e = error as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? -1, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+const controlPortOf = (stack: Stack) => stack.controlUrl.split(":").at(-1) as string;
+
 describe("scripts/up.ts with the gateway", () => {
-  it("runs the gateway next to the instances and restarts it on its port", async (t) => {
-    const stack = await startStack({ instances: 2 });
-    t.after(() => stack.stop());
+  let stack: Stack;
+  before(async () => {
+    stack = await startStack({ instances: 2 });
+  });
+  after(() => stack?.stop());
+
+  it("runs the gateway next to the instances and restarts it on its port", async () => {
     const gateway = find(await stack.processes(), "gateway");
     assert.deepEqual([gateway.kind, gateway.podName, gateway.state], ["gateway", null, "running"]);
     assert.equal(stack.gatewayAddress, `127.0.0.1:${gateway.port}`);
@@ -229,5 +256,88 @@ describe("scripts/up.ts with the gateway", () => {
     assert.equal(back.restarts, gateway.restarts + 1, stack.output());
     const again = await whenAllocatable(() => client.myServiceEcho({ value: "hi" }, { headers, timeoutMs: 5000 }));
     assert.equal(again.podName, echo.podName, "the lease survived the gateway's kill -9");
+    await client.myServiceShutdown({}, { headers });
+  });
+
+  it("npm run up -- restart gateway restarts only the gateway: every session stays on its instance", async () => {
+    await stack.waitAllFree();
+    const client = gatewayClient(stack.gatewayUrl);
+    const sessions = [await login(client, "restart-a"), await login(client, "restart-b")];
+    const pods = [];
+    for (const s of sessions) pods.push((await retryWhile([Code.Unavailable, Code.ResourceExhausted], () => echo(client, s))).podName);
+    assert.notEqual(pods[0], pods[1]);
+    const before = await stack.processes();
+    const result = await upCommand("restart", "gateway", "--control-port", controlPortOf(stack));
+    assert.equal(result.code, 0, `${result.stdout}\n${result.stderr}`);
+    assert.match(result.stdout, /^gateway\s+running\s+\d+/m);
+    const after = await stack.processes();
+    assert.notEqual(find(after, "gateway").pid, find(before, "gateway").pid, "a new gateway process");
+    assert.equal(find(after, "gateway").restarts, find(before, "gateway").restarts + 1);
+    for (const name of ["myservice-1", "myservice-2"]) assert.equal(find(after, name).pid, find(before, name).pid, `${name} kept running`);
+    client.close();
+    const fresh = gatewayClient(stack.gatewayUrl);
+    for (const [i, s] of sessions.entries()) {
+      const reply = await echo(fresh, s);
+      assert.equal(reply.podName, pods[i], "the session stays on its instance");
+      assert.equal(reply.responseHeaders.get(transferHeaders.reason), null, "no transfer");
+      await fresh.api.myServiceShutdown({}, { headers: s.headers });
+    }
+    fresh.close();
+  });
+});
+
+describe("scripts/up.ts --restart on-failure", () => {
+  it("three Shutdowns leave the pool empty (UNAVAILABLE), a crash is still restarted, npm run up -- start brings one back", async (t) => {
+    const stack = await startStack({
+      instances: 3,
+      launcherArgs: ["--restart", "on-failure"],
+      env: { HEALTH_CHECK_INTERVAL: "250ms", HEALTH_CHECK_TIMEOUT: "500ms" },
+    });
+    t.after(() => stack.stop());
+    // A crash is a failure: restarted.
+    const crashed = find(await stack.processes(), "myservice-1");
+    await stack.control("myservice-1", "kill");
+    await stack.waitFor((ps) => find(ps, "myservice-1").state === "running" && find(ps, "myservice-1").pid !== crashed.pid);
+    await stack.waitAllFree();
+
+    const client = gatewayClient(stack.gatewayUrl);
+    t.after(() => client.close());
+    const pods = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      const s = await login(client, `on-failure-${i}`);
+      pods.add((await echo(client, s)).podName);
+      await client.api.myServiceShutdown({}, { headers: s.headers });
+    }
+    assert.equal(pods.size, 3);
+    const exited = await stack.waitFor((ps) => ps.filter((p) => p.kind === "myservice").every((p) => p.state === "exited"));
+    assert.deepEqual(
+      exited.filter((p) => p.kind === "myservice").map((p) => [p.name, p.pid, p.restarts]),
+      [
+        ["myservice-1", null, 1],
+        ["myservice-2", null, 0],
+        ["myservice-3", null, 0],
+      ],
+    );
+    assert.match(stack.output(), /myservice-2 exited with code 0 after \d+ ms; not restarted \(restart policy on-failure\)/);
+
+    // The pool is empty: the next new session is refused as SPEC 4.3 says, once the gateway saw them go.
+    const next = await login(client, "on-failure-next");
+    let refusal = await errorOf(echo(client, next));
+    for (let i = 0; refusal.code === Code.ResourceExhausted && i < 100; i++) {
+      await sleep(100);
+      refusal = await errorOf(echo(client, next));
+    }
+    assert.deepEqual([refusal.code, refusal.message], [Code.Unavailable, "backend service unavailable"]);
+
+    const started = await upCommand("start", "myservice-1", "--control-port", controlPortOf(stack));
+    assert.equal(started.code, 0, `${started.stdout}\n${started.stderr}`);
+    assert.match(started.stdout, /^myservice-1\s+(starting|running)/m);
+    await stack.waitFor((ps) => find(ps, "myservice-1").state === "running");
+    const back = await retryWhile([Code.Unavailable, Code.ResourceExhausted], () => echo(client, next), 15_000);
+    assert.equal(back.podName, "myservice-1");
+    assert.deepEqual(
+      (await stack.processes()).filter((p) => p.name !== "myservice-1" && p.kind === "myservice").map((p) => p.state),
+      ["exited", "exited"],
+    );
   });
 });

@@ -165,6 +165,9 @@ export function registerAdminService(router: ConnectRouter, options: AdminServic
         proxiedCalls: BigInt(s.proxiedCalls),
         loginsOk: BigInt(s.logins.ok),
         loginsDenied: BigInt(s.logins.denied),
+        allocationsAcquiredLastMinute: BigInt(s.allocationsLastMinute.acquired),
+        allocationsBusyLastMinute: BigInt(s.allocationsLastMinute.busy),
+        allocationsUnavailableLastMinute: BigInt(s.allocationsLastMinute.unavailable),
       };
     },
   });

@@ -11,8 +11,6 @@ const pollMs = 1000;
 const $ = (id) => document.getElementById(id);
 let token = sessionStorage.getItem(tokenKey);
 let timer;
-/** Recent stats samples, for rates over the last minute. */
-const samples = [];
 
 class RpcError extends Error {
   constructor(code, message) {
@@ -110,14 +108,11 @@ function renderStats(instances, sessions, stats) {
   const healthy = instances.filter((i) => i.healthy).length;
   $("stat-instances").textContent = `${healthy} / ${instances.length}`;
   $("stat-sessions").textContent = String(sessions.length);
-  const now = Date.now();
+  // Last-minute counts come from the gateway: a page opened just now shows what happened before.
   const acquired = Number(stats.allocationsAcquired ?? 0);
   const busy = Number(stats.allocationsBusy ?? 0);
-  samples.push({ at: now, acquired, busy });
-  while (samples.length > 1 && now - samples[0].at > 60_000) samples.shift();
-  const first = samples[0];
-  $("stat-alloc-rate").textContent = String(acquired - first.acquired);
-  $("stat-busy").textContent = `${busy}; ${busy - first.busy}`;
+  $("stat-alloc-rate").textContent = String(Number(stats.allocationsAcquiredLastMinute ?? 0));
+  $("stat-busy").textContent = `${busy}; ${Number(stats.allocationsBusyLastMinute ?? 0)}`;
   $("stat-allocated").textContent = String(acquired);
   $("stat-uptime").textContent = duration(since(stats.startTime));
 }

@@ -1,6 +1,7 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
 import type { InstanceRecord, Lease } from "../leases/lease-store.js";
+import { WindowCounter } from "./window-counter.js";
 
 /** Outcome of one allocation attempt (`SessionRouter` option `onAllocation`). */
 export type AllocationResult = "acquired" | "busy" | "unavailable" | "user-limit";
@@ -28,6 +29,8 @@ export interface GatewayMetricsOptions {
 export interface PoolStats {
   readonly startedAt: number;
   readonly allocations: Readonly<Record<AllocationResult, number>>;
+  /** Allocation attempts of the last minute, by result (see `WindowCounter`). */
+  readonly allocationsLastMinute: Readonly<Record<AllocationResult, number>>;
   readonly leaseExpiries: number;
   readonly recycles: number;
   readonly proxiedCalls: number;
@@ -297,6 +300,7 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
   recycleChildren.ok.inc(0);
 
   const lastHealth = new Map<string, boolean>();
+  const recentAllocations = new Map(allocationResults.map((r) => [r, new WindowCounter(now)] as const));
   const stats = {
     startedAt: now(),
     allocations: {
@@ -325,6 +329,7 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
       child.count.inc();
       child.seconds.observe(durationMs / 1000);
       stats.allocations[result] = (stats.allocations[result] ?? 0) + 1;
+      recentAllocations.get(result)?.add();
     },
     login(result) {
       let child = loginChildren.get(result);
@@ -376,6 +381,10 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
       return {
         ...stats,
         allocations: { ...stats.allocations },
+        allocationsLastMinute: Object.fromEntries(allocationResults.map((r) => [r, recentAllocations.get(r)?.total() ?? 0])) as Record<
+          AllocationResult,
+          number
+        >,
         logins: { ...stats.logins },
       };
     },

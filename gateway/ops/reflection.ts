@@ -19,8 +19,12 @@ export interface ReflectionIndex {
   encoded(file: DescFile): Uint8Array;
 }
 
-/** Indexes `services`, their files and every file those import (e.g. google/protobuf/timestamp.proto). */
-export function createReflectionIndex(services: readonly DescService[]): ReflectionIndex {
+/**
+ * Indexes `services`, their files and every file those import (e.g. google/protobuf/timestamp.proto),
+ * plus `messageFiles`: files that declare no served service but whose messages the server puts on the
+ * wire (e.g. `google.rpc.RetryInfo` in status details), so a client can decode them too.
+ */
+export function createReflectionIndex(services: readonly DescService[], messageFiles: readonly DescFile[] = []): ReflectionIndex {
   const files = new Map<string, DescFile>();
   const symbols = new Map<string, DescFile>();
   const encoded = new Map<string, Uint8Array>();
@@ -43,6 +47,7 @@ export function createReflectionIndex(services: readonly DescService[]): Reflect
     for (const x of file.extensions) symbols.set(x.typeName, file);
   };
   for (const service of services) addFile(service.file);
+  for (const file of messageFiles) addFile(file);
   return {
     services: services.map((s) => s.typeName).sort(),
     fileByName: (name) => files.get(name),
@@ -129,11 +134,13 @@ function answer(index: ReflectionIndex, request: Request, sent: Set<string>): Re
 
 /**
  * gRPC server reflection, v1 and v1alpha (SPEC 9), describing `services` (which should include
- * the two reflection services themselves) from the generated file descriptors, so
- * `grpcurl -plaintext host:port list` and `describe` need no proto files.
+ * the two reflection services themselves) and `files` (message-only files the server sends,
+ * see `createReflectionIndex`) from the generated file descriptors, so
+ * `grpcurl -plaintext host:port list` and `describe` need no proto files, and grpcurl decodes
+ * status details such as `google.rpc.RetryInfo`.
  */
-export function registerReflectionService(router: ConnectRouter, services: readonly DescService[]): void {
-  const index = createReflectionIndex(services);
+export function registerReflectionService(router: ConnectRouter, services: readonly DescService[], files: readonly DescFile[] = []): void {
+  const index = createReflectionIndex(services, files);
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {
       const sent = new Set<string>();

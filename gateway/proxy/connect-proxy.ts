@@ -2,7 +2,7 @@ import { type Client, Code, ConnectError, createClient, type HandlerContext } fr
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { EchoRequest, EchoResponse, ShutdownResponse } from "../../gen/my_service/my_service_pb.js";
 import { MyServiceAPI } from "../../gen/my_service/my_service_pb.js";
-import { messages, toConnectError } from "../errors.js";
+import { GatewayError, messages, toConnectError } from "../errors.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease } from "../leases/lease-store.js";
 import { type ProxiedMethod, type SessionRouter, transferHeaders } from "../routing/session-router.js";
@@ -65,6 +65,10 @@ export function createConnectProxy(options: ConnectProxyOptions) {
   }
 
   function upstreamError(error: unknown): ConnectError {
+    // A reply this client could not decode is no error the instance returned: internal, cause logged.
+    if (error instanceof ConnectError && error.code === Code.Internal && error.rawMessage.startsWith("parse binary: ")) {
+      return toConnectError(new GatewayError(Code.Internal, messages.internal, { cause: error }));
+    }
     if (error instanceof ConnectError && error.code !== Code.Unavailable) return error;
     return new ConnectError(messages.unavailable, Code.Unavailable, undefined, undefined, error);
   }

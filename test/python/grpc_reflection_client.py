@@ -6,10 +6,19 @@ code, no .proto files): the reflection request is encoded by hand (a few protobu
 the response decoded by a small wire-format reader, and the returned FileDescriptorProtos are
 loaded into a DescriptorPool to describe symbols and to call methods dynamically.
 
-Usage (prints one JSON document):
+Usage:
   grpc_reflection_client.py ADDR list [v1|v1alpha]
   grpc_reflection_client.py ADDR describe SYMBOL [v1|v1alpha]
-  grpc_reflection_client.py ADDR call SERVICE/METHOD JSON [key=value ...]
+  grpc_reflection_client.py ADDR call SERVICE/METHOD JSON [key=value ...] [--max-messages N] [--timeout S]
+ADDR is host:port, [::1]:port for IPv6.
+list and describe print one JSON document. call prints the reply as one JSON document for a
+unary method, and one JSON document per line, as each message arrives, for a server stream
+(Subscribe); --max-messages N cancels the stream after N messages (exit 0). --timeout is the
+call's deadline in seconds: 10 for unary calls, none for streams unless given.
+An error is printed on stderr as JSON {"code", "details", "statusDetails"}: statusDetails are the
+messages of grpc-status-details-bin (e.g. google.rpc.RetryInfo), decoded with descriptors
+from reflection, as grpcurl shows them.
+It cannot call client-streaming or bidirectional methods (exit 2 says so).
 Exit codes: 0 ok, 1 reflection or call error (message on stderr), 2 usage.
 """
 import json
@@ -140,27 +149,85 @@ def describe(channel, version, symbol):
     return out
 
 
-def call(channel, version, path, body, metadata):
+class UsageError(Exception):
+    pass
+
+
+def call(channel, version, path, body, metadata, max_messages=None, timeout=None):
+    """Calls a unary or server-streaming method; yields each reply as a dict."""
     service_name, _, method_name = path.strip("/").partition("/")
     pool = build_pool(files_for_symbol(channel, version, service_name))
     method = pool.FindServiceByName(service_name).FindMethodByName(method_name)
+    if getattr(method, "client_streaming", False):
+        raise UsageError(f"{method.full_name} is client-streaming or bidirectional: this helper cannot call it")
     request_class = message_class(method.input_type)
     response_class = message_class(method.output_type)
     request = json_format.Parse(body, request_class())
-    stub = channel.unary_unary(
+    streaming = bool(getattr(method, "server_streaming", False))
+    stub = (channel.unary_stream if streaming else channel.unary_unary)(
         f"/{service_name}/{method_name}",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=response_class.FromString,
     )
-    reply = stub(request, metadata=metadata, timeout=10)
-    return json.loads(json_format.MessageToJson(reply))
+    if not streaming:
+        yield json.loads(json_format.MessageToJson(stub(request, metadata=metadata, timeout=timeout or 10)))
+        return
+    stream = stub(request, metadata=metadata, timeout=timeout)
+    count = 0
+    try:
+        for reply in stream:
+            yield json.loads(json_format.MessageToJson(reply))
+            count += 1
+            if max_messages is not None and count >= max_messages:
+                break
+    finally:
+        stream.cancel()
+
+
+def status_details(channel, version, error):
+    """The messages of an error's grpc-status-details-bin, decoded with reflection's descriptors."""
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if not raw:
+        return []
+    protos = files_for_symbol(channel, version, "google.rpc.Status")
+    status = message_class(build_pool(protos).FindMessageTypeByName("google.rpc.Status")).FromString(raw)
+    out = []
+    for detail in status.details:
+        type_name = detail.type_url.rpartition("/")[2]
+        try:
+            protos.update(files_for_symbol(channel, version, type_name))
+            cls = message_class(build_pool(protos).FindMessageTypeByName(type_name))
+            decoded = json.loads(json_format.MessageToJson(cls.FromString(detail.value)))
+            out.append({"@type": detail.type_url, **decoded})
+        except (ReflectionError, KeyError):
+            out.append({"@type": detail.type_url, "value": detail.value.hex()})
+    return out
+
+
+def take_option(args, name, convert):
+    """Removes `--name VALUE` from args; returns the converted value or None."""
+    if name not in args:
+        return None
+    i = args.index(name)
+    if i + 1 >= len(args):
+        raise UsageError(f"{name} needs a value")
+    value = args[i + 1]
+    del args[i : i + 2]
+    return convert(value)
 
 
 def main(argv):
-    if len(argv) < 3:
+    args = argv[1:]
+    try:
+        max_messages = take_option(args, "--max-messages", int)
+        timeout = take_option(args, "--timeout", float)
+    except (UsageError, ValueError) as error:
+        print(str(error), file=sys.stderr)
+        return 2
+    if len(args) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    address, command, rest = argv[1], argv[2], argv[3:]
+    address, command, rest = args[0], args[1], args[2:]
     version = "v1"
     with grpc.insecure_channel(address) as channel:
         try:
@@ -172,15 +239,25 @@ def main(argv):
                 result = describe(channel, version, rest[0])
             elif command == "call" and len(rest) >= 2:
                 metadata = [tuple(kv.split("=", 1)) for kv in rest[2:]]
-                result = call(channel, version, rest[0], rest[1], metadata)
+                for reply in call(channel, version, rest[0], rest[1], metadata, max_messages, timeout):
+                    print(json.dumps(reply), flush=True)
+                return 0
             else:
                 print(__doc__, file=sys.stderr)
                 return 2
+        except UsageError as error:
+            print(str(error), file=sys.stderr)
+            return 2
         except ReflectionError as error:
             print(str(error), file=sys.stderr)
             return 1
         except grpc.RpcError as error:
-            print(json.dumps({"code": error.code().name, "details": error.details()}), file=sys.stderr)
+            report = {"code": error.code().name, "details": error.details()}
+            try:
+                report["statusDetails"] = status_details(channel, version, error)
+            except (ReflectionError, grpc.RpcError) as failure:
+                report["statusDetails"] = f"not decoded: {failure}"
+            print(json.dumps(report), file=sys.stderr)
             return 1
     print(json.dumps(result))
     return 0
