@@ -5,9 +5,11 @@ import { loadConfigOrExit } from "../common/env.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
 import { loadConfig } from "./config.js";
+import { loadKeyMaterial } from "./key-material.js";
 import { createGateway } from "./server.js";
 
 const config = loadConfigOrExit(loadConfig);
+const material = loadConfigOrExit(() => loadKeyMaterial(config));
 const logger = createLogger({ name: "gateway", level: config.logLevel, format: config.logFormat });
 
 let users: ReturnType<typeof loadUserStore>;
@@ -20,7 +22,18 @@ try {
 if (config.jwtSecret === devJwtSecret) logger.warn("JWT_SECRET is the development secret: never use it in production");
 if (config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { recursive: true });
 
-const gateway = createGateway(config, { logger, users });
+if (material.signing.alg !== "HS256") {
+  logger.info(
+    { alg: material.signing.alg, kid: material.signing.kid, verifies: material.verification.length },
+    "tokens signed with an asymmetric key",
+  );
+}
+if (material.tls !== undefined)
+  logger.info({ certificate: material.tls.summary, clientAuth: config.tls?.clientAuth }, "front door speaks TLS");
+if (config.upstreamTls !== undefined)
+  logger.info({ serverName: config.upstreamTls.serverName, mtls: config.upstreamTls.certFile !== undefined }, "TLS to instances");
+
+const gateway = createGateway(config, { logger, users, material });
 try {
   const port = await gateway.start();
   logger.info(

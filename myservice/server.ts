@@ -1,17 +1,36 @@
 import { randomUUID } from "node:crypto";
 import * as http2 from "node:http2";
+import type { TLSSocket } from "node:tls";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "../common/logger.js";
+import { type ServerTlsMaterial, serverOptions, type TlsServerConfig } from "../common/tls.js";
+import type { VerificationKey } from "../common/token-keys.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
-import type { MyServiceConfig } from "./config.js";
+import type { JwksClient } from "./jwks-client.js";
 import { createMyServiceRoutes, type InstanceState } from "./my-service.js";
 
 const shutdownPath = `/${MyServiceAPI.typeName}/${MyServiceAPI.method.myServiceShutdown.name}`;
 
-/** A MyService instance: an HTTP/2 cleartext server, not yet listening. */
+/** Options of `createMyServiceServer`. */
+export interface MyServiceServerOptions {
+  /** Pod name reported in replies and status. */
+  readonly podName: string;
+  /** Period between Subscribe messages, milliseconds. */
+  readonly subscribeIntervalMs: number;
+  /** Largest message either way after decompression, bytes. Default 4 MiB. */
+  readonly maxMessageBytes?: number;
+  /** Keys tokens are verified with besides the JWKS's (`JWT_SECRET`, `JWT_PUBLIC_KEY_FILE`). */
+  readonly keys: readonly VerificationKey[];
+  /** The gateway's key set: its keys join `keys`, and a token of an unknown kid makes it refresh. */
+  readonly jwks?: JwksClient;
+  /** TLS of the port (its certificate, key, and whom it asks for a client certificate); cleartext without. */
+  readonly tls?: { readonly config: TlsServerConfig; readonly material: ServerTlsMaterial };
+}
+
+/** A MyService instance: an HTTP/2 server (cleartext, or TLS), not yet listening. */
 export interface MyServiceServer {
-  readonly server: http2.Http2Server;
+  readonly server: http2.Http2Server | http2.Http2SecureServer;
   readonly state: InstanceState;
   readonly bootId: string;
   /** Resolves once a Shutdown was accepted and its reply has left (or failed to leave). */
@@ -21,21 +40,28 @@ export interface MyServiceServer {
 }
 
 /** Builds an instance from its configuration; `main.ts` listens and exits. */
-export function createMyServiceServer(
-  config: Pick<MyServiceConfig, "jwtSecret" | "podName" | "subscribeIntervalMs"> & { maxMessageBytes?: number },
-  logger: Logger,
-): MyServiceServer {
+export function createMyServiceServer(config: MyServiceServerOptions, logger: Logger): MyServiceServer {
   const bootId = randomUUID();
   let resolveFlushed: (sessionId: string) => void = () => {};
   const shutdownFlushed = new Promise<string>((resolve) => {
     resolveFlushed = resolve;
   });
   let acceptedSession: string | undefined;
+  const verifyToken = createTokenVerifier({ keys: config.keys });
+  const { jwks } = config;
+  jwks?.onKeys((fetched) => verifyToken.setKeys([...config.keys, ...fetched]));
   const { routes, state } = createMyServiceRoutes({
     podName: config.podName,
     bootId,
     startedAtMs: Date.now(),
-    verifyToken: createTokenVerifier({ secret: config.jwtSecret }),
+    verifyToken,
+    refreshKeysFor:
+      jwks === undefined
+        ? undefined
+        : (token) => {
+            const kid = verifyToken.unknownKid(token);
+            return kid === undefined ? Promise.resolve(false) : jwks.refreshFor(kid);
+          },
     subscribeIntervalMs: config.subscribeIntervalMs,
     onShutdown(sessionId) {
       acceptedSession = sessionId;
@@ -45,7 +71,17 @@ export function createMyServiceServer(
   // The limit applies after decompression: a small gzip bomb is refused, not inflated.
   const maxBytes = config.maxMessageBytes ?? 4 * 1024 * 1024;
   const handler = connectNodeAdapter({ routes, readMaxBytes: maxBytes, writeMaxBytes: maxBytes });
-  const server = http2.createServer({}, handler);
+  const { tls } = config;
+  const server =
+    tls === undefined
+      ? http2.createServer({}, handler)
+      : http2.createSecureServer(serverOptions(tls.config, tls.material, ["h2"]), handler);
+  if (tls?.config.clientAuth === "optional") {
+    // A client may come without a certificate, but one it presents must chain to the CA.
+    server.on("secureConnection", (socket: TLSSocket) => {
+      if (!socket.authorized && Object.keys(socket.getPeerCertificate() ?? {}).length > 0) socket.destroy();
+    });
+  }
   const sessions = new Set<http2.ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
