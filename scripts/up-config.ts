@@ -25,6 +25,12 @@ export interface UpOptions {
    * passes it; test harnesses run the sources.
    */
   readonly compiled: boolean;
+  /**
+   * `--tls` / `UP_TLS=1`: a local CA, certificates and an Ed25519 token key in `<data-dir>/tls/`;
+   * the gateway serves TLS, instances serve TLS and require the gateway's client certificate,
+   * tokens are signed with the key and instances get its public half only.
+   */
+  readonly tls: boolean;
   /** `--help`. */
   readonly help: boolean;
 }
@@ -48,6 +54,9 @@ Options (environment variable in brackets):
   --data-dir DIR            lease database and state file [UP_DATA_DIR] (default data/)
   --control-port P          control API on 127.0.0.1 [UP_CONTROL_PORT] (default 10099; 0 = free)
   --state-file FILE         state file [UP_STATE_FILE] (default <data-dir>/up-stack.json)
+  --tls                     everything over TLS [UP_TLS=1]: a local CA, certificates and an
+                            Ed25519 token key in <data-dir>/tls/ (kept across runs); prints
+                            the CA path and a grpcurl -cacert line
   --no-gateway              run the instances only
   --exit-with-stdin         stop when stdin closes (for harnesses that spawn the launcher)
   --compiled                run dist/ (built by npm run build; npm run up passes it)
@@ -96,6 +105,7 @@ export function parseUpOptions(
         "no-gateway": { type: "boolean" },
         "exit-with-stdin": { type: "boolean" },
         compiled: { type: "boolean" },
+        tls: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -134,6 +144,7 @@ export function parseUpOptions(
     gateway: values["no-gateway"] !== true,
     exitWithStdin: values["exit-with-stdin"] === true,
     compiled: values.compiled === true,
+    tls: values.tls === true || ["1", "true", "yes"].includes((env.UP_TLS ?? "").toLowerCase()),
     help: values.help === true,
   });
 }

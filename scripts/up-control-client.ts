@@ -3,7 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ControlAction, ProcessInfo, UpState } from "./up-protocol.js";
 
-export type { ControlAction, ControlSignal, ProcessInfo, ProcessKind, ProcessState, UpState } from "./up-protocol.js";
+export type { ControlAction, ControlSignal, ProcessInfo, ProcessKind, ProcessState, UpState, UpTlsState } from "./up-protocol.js";
 export { allInstancesName, controlSignals } from "./up-protocol.js";
 
 /** Repository root (the folder above `scripts/`). */

@@ -38,6 +38,8 @@ export interface UpState {
   /** Pid of the launcher; the file is left behind after it stops, so check it is alive. */
   readonly launcherPid: number;
   readonly processes: readonly ProcessInfo[];
+  /** With `--tls`: the files of the local PKI and token key (`<data-dir>/tls/`). */
+  readonly tls?: UpTlsState;
 }
 
 /** Actions of `POST /processes/<name>/<action>` besides `signal`. */
@@ -51,3 +53,13 @@ export type ControlSignal = (typeof controlSignals)[number];
 
 /** Name that addresses every myservice process at once in control calls. */
 export const allInstancesName = "instances";
+
+/** Files of a `--tls` stack a local client needs: the CA to trust, and what tests use to reach instances and mint tokens. */
+export interface UpTlsState {
+  /** The local CA's certificate: clients of the gateway trust it (`grpcurl -cacert`, `integrationtests --ca`). */
+  readonly ca: string;
+  /** The Ed25519 private key tokens are signed with (to mint expired or foreign tokens in scenarios). */
+  readonly tokenSigningKey: string;
+  /** A client certificate instances accept (the gateway's), for direct checks of instances. */
+  readonly instanceClient: { readonly cert: string; readonly key: string };
+}

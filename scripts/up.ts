@@ -2,12 +2,14 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
+import { defaultControlUrl } from "../integrationtests/cli-options.js";
 import { builtPath } from "./build-output.js";
 import { createControlServer } from "./control-server.js";
+import { type DevTlsFiles, ensureDevTls } from "./dev-certs.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
 import { pickFreePorts, portProblem } from "./net-util.js";
 import { watchParentPipe } from "./parent-watch.js";
-import { gatewayEnv, myserviceEnv, type StackSettings, stackDefaults } from "./stack-env.js";
+import { gatewayEnv, inheritedTokenVariables, myserviceEnv, type StackSettings, type StackTlsFiles, stackDefaults } from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
 import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
 import { repoRoot } from "./up-control-client.js";
@@ -39,8 +41,9 @@ async function resolvePorts(options: UpOptions) {
   return { gatewayPort, controlPort, instancePorts };
 }
 
-function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
+function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string, tls: StackTlsFiles | undefined): StackSettings {
   return {
+    tls,
     jwtSecret: env.JWT_SECRET || stackDefaults.JWT_SECRET,
     tokenExpiration: env.TOKEN_EXPIRATION || stackDefaults.TOKEN_EXPIRATION,
     leaseIdleTtl: env.LEASE_IDLE_TTL || stackDefaults.LEASE_IDLE_TTL,
@@ -72,12 +75,12 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       probeHost: "127.0.0.1",
       command: process.execPath,
       args: nodeArgs("myservice/main.ts", options.compiled),
-      env: { ...inherited, ...myserviceEnv(settings, podName, port) },
+      env: { ...without(inherited, inheritedTokenVariables("myservice", settings)), ...myserviceEnv(settings, podName, port) },
       cwd: repoRoot,
     };
   });
   if (options.gateway) {
-    const gatewayInherited = { ...inherited };
+    const gatewayInherited = without(inherited, inheritedTokenVariables("gateway", settings));
     // Discovery is the launcher's list of addresses, not DNS.
     delete gatewayInherited.MYSERVICE_DNS;
     const addresses = ports.instancePorts.map((port) => `127.0.0.1:${port}`);
@@ -94,6 +97,12 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
     });
   }
   return specs;
+}
+
+function without(env: NodeJS.ProcessEnv, names: readonly string[]): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  for (const name of names) delete copy[name];
+  return copy;
 }
 
 /** Where a client on this machine reaches a server listening on `listenHost`. */
@@ -117,7 +126,17 @@ async function main(): Promise<void> {
   mkdirSync(options.dataDir, { recursive: true });
   mkdirSync(dirname(options.stateFile), { recursive: true });
   const ports = await resolvePorts(options);
-  const settings = settingsFrom(process.env, options.dataDir);
+  let tlsFiles: DevTlsFiles | undefined;
+  if (options.tls) {
+    try {
+      tlsFiles = ensureDevTls(options.dataDir);
+    } catch (error) {
+      process.stderr.write(`up: cannot make the TLS files: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+  }
+  const settings = settingsFrom(process.env, options.dataDir, tlsFiles);
   const specs = buildSpecs(options, settings, ports);
 
   const width = Math.max(2, ...specs.map((s) => s.name.length));
@@ -143,7 +162,9 @@ async function main(): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  if (!process.env.JWT_SECRET) {
+  if (tlsFiles !== undefined) {
+    log(`TLS: ${tlsFiles.created ? "made" : "reusing"} a local CA, certificates and an Ed25519 token key in ${dirname(tlsFiles.ca.cert)}`);
+  } else if (!process.env.JWT_SECRET) {
     log(`WARNING: JWT_SECRET is not set; using the development secret from common/dev-defaults.ts.`);
     log(`WARNING: never use it outside development: set JWT_SECRET to a random value of 32+ bytes.`);
   } else if (process.env.JWT_SECRET === devJwtSecret) {
@@ -170,6 +191,9 @@ async function main(): Promise<void> {
     dataDir: options.dataDir,
     launcherPid: process.pid,
     processes: supervisor.list(),
+    ...(tlsFiles !== undefined
+      ? { tls: { ca: tlsFiles.ca.cert, tokenSigningKey: tlsFiles.tokenKey.privateKey, instanceClient: tlsFiles.gatewayClient } }
+      : {}),
   });
   const supervisor = createSupervisor({
     specs,
@@ -246,14 +270,23 @@ function announce(
     return;
   }
   const devSecret = settings.jwtSecret === devJwtSecret;
-  log(`gateway listening on ${settings.gatewayListenHost}:${gatewayAddress.split(":")[1]} - ready`);
-  log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
-  log(
-    `or:       grpcurl -plaintext -d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}' ` +
-      `${gatewayAddress} my_service.MyServiceAPI/Login`,
-  );
+  const port = gatewayAddress.split(":")[1];
+  const login = `-d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}'`;
+  const { tls } = settings;
+  log(`gateway listening on ${settings.gatewayListenHost}:${port}${tls ? " (TLS)" : ""} - ready`);
+  if (tls === undefined) {
+    log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
+    log(`or:       grpcurl -plaintext ${login} ${gatewayAddress} my_service.MyServiceAPI/Login`);
+  } else {
+    log(`CA:       ${tls.ca.cert}   (trust it to reach https://localhost:${port})`);
+    const control = controlUrl === defaultControlUrl ? "" : ` --control-url ${controlUrl}`;
+    log(`try it:   npx integrationtests all --gateway localhost:${port} --tls --ca ${tls.ca.cert}${control}`);
+    log(`or:       grpcurl -cacert ${tls.ca.cert} ${login} localhost:${port} my_service.MyServiceAPI/Login`);
+    log(`          dashboard https://localhost:${port}/dashboard, keys https://localhost:${port}/.well-known/jwks.json`);
+    log(`tokens:   EdDSA, signed with ${tls.tokenKey.privateKey}; instances hold only ${tls.tokenKey.publicKey}`);
+  }
   log(`control:  curl ${controlUrl}/processes   (POST /processes/<name>/kill|stop|start)`);
-  if (devSecret) log("(tokens are signed with the development JWT secret)");
+  if (devSecret && tls === undefined) log("(tokens are signed with the development JWT secret)");
 }
 
 await main();
