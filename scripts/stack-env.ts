@@ -25,6 +25,12 @@ export interface StackSettings {
   readonly leaseDbPath: string;
   /** With `--tls`: certificates and the token key; `undefined` = cleartext and `JWT_SECRET`. */
   readonly tls?: StackTlsFiles;
+  /**
+   * `JWT_PRIVATE_KEY_FILE` of the launcher's environment (without `--tls`): the gateway signs
+   * with it, and instances verify with the gateway's JWKS (`JWT_JWKS_URL`) unless the
+   * environment names `JWT_PUBLIC_KEY_FILE` or `JWT_JWKS_URL` itself.
+   */
+  readonly signingKeyFile?: string;
 }
 
 /** The files a `--tls` stack runs with (`scripts/dev-certs.ts`, `ensureDevTls`). */
@@ -41,8 +47,14 @@ export interface StackTlsFiles {
  * holds nothing that signs, and a TLS gateway signs with its key, not with a secret.
  */
 export function inheritedTokenVariables(kind: "gateway" | "myservice", settings: StackSettings): readonly string[] {
-  if (kind === "myservice") return ["JWT_PRIVATE_KEY_FILE", "JWT_PREVIOUS_KEYS", ...(settings.tls ? ["JWT_SECRET"] : [])];
-  return settings.tls ? ["JWT_SECRET"] : [];
+  const asymmetric = settings.tls !== undefined || settings.signingKeyFile !== undefined;
+  if (kind === "myservice") return ["JWT_PRIVATE_KEY_FILE", "JWT_PREVIOUS_KEYS", ...(asymmetric ? ["JWT_SECRET"] : [])];
+  return asymmetric ? ["JWT_SECRET"] : [];
+}
+
+/** Where an instance of the launcher fetches the gateway's key set. */
+export function jwksUrlOf(gatewayPort: number): string {
+  return `http://127.0.0.1:${gatewayPort}/.well-known/jwks.json`;
 }
 
 /** Defaults of the development stack, by variable; compose's `${VAR:-default}` must agree. */
@@ -70,7 +82,9 @@ export function gatewayEnv(settings: StackSettings, port: number, instanceAddres
     SERVICE_PORT_GRPC: String(port),
     LISTEN_HOST: settings.gatewayListenHost,
     ...(tls === undefined
-      ? { JWT_SECRET: settings.jwtSecret }
+      ? settings.signingKeyFile !== undefined
+        ? { JWT_PRIVATE_KEY_FILE: settings.signingKeyFile }
+        : { JWT_SECRET: settings.jwtSecret }
       : {
           JWT_PRIVATE_KEY_FILE: tls.tokenKey.privateKey,
           TLS_CERT_FILE: tls.gateway.cert,
@@ -89,15 +103,22 @@ export function gatewayEnv(settings: StackSettings, port: number, instanceAddres
   };
 }
 
-/** Environment the launcher sets for one instance; instances always listen on loopback. */
-export function myserviceEnv(settings: StackSettings, podName: string, port: number): Record<string, string> {
+/**
+ * Environment the launcher sets for one instance; instances always listen on loopback.
+ * `jwksUrl`: with a signing key file, where the instance fetches the gateway's keys.
+ */
+export function myserviceEnv(settings: StackSettings, podName: string, port: number, jwksUrl?: string): Record<string, string> {
   const { tls } = settings;
   return {
     SERVICE_PORT_GRPC: String(port),
     HOSTNAME: podName,
     LISTEN_HOST: "127.0.0.1",
     ...(tls === undefined
-      ? { JWT_SECRET: settings.jwtSecret }
+      ? settings.signingKeyFile !== undefined
+        ? jwksUrl !== undefined
+          ? { JWT_JWKS_URL: jwksUrl }
+          : {}
+        : { JWT_SECRET: settings.jwtSecret }
       : {
           // The public half only: this instance cannot sign a token the gateway accepts.
           JWT_PUBLIC_KEY_FILE: tls.tokenKey.publicKey,

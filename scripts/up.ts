@@ -9,7 +9,15 @@ import { type DevTlsFiles, ensureDevTls } from "./dev-certs.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
 import { pickFreePorts, portProblem } from "./net-util.js";
 import { watchParentPipe } from "./parent-watch.js";
-import { gatewayEnv, inheritedTokenVariables, myserviceEnv, type StackSettings, type StackTlsFiles, stackDefaults } from "./stack-env.js";
+import {
+  gatewayEnv,
+  inheritedTokenVariables,
+  jwksUrlOf,
+  myserviceEnv,
+  type StackSettings,
+  type StackTlsFiles,
+  stackDefaults,
+} from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
 import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
 import { repoRoot } from "./up-control-client.js";
@@ -44,6 +52,7 @@ async function resolvePorts(options: UpOptions) {
 function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string, tls: StackTlsFiles | undefined): StackSettings {
   return {
     tls,
+    signingKeyFile: tls === undefined && env.JWT_PRIVATE_KEY_FILE ? resolve(env.JWT_PRIVATE_KEY_FILE) : undefined,
     jwtSecret: env.JWT_SECRET || stackDefaults.JWT_SECRET,
     tokenExpiration: env.TOKEN_EXPIRATION || stackDefaults.TOKEN_EXPIRATION,
     leaseIdleTtl: env.LEASE_IDLE_TTL || stackDefaults.LEASE_IDLE_TTL,
@@ -75,7 +84,15 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       probeHost: "127.0.0.1",
       command: process.execPath,
       args: nodeArgs("myservice/main.ts", options.compiled),
-      env: { ...without(inherited, inheritedTokenVariables("myservice", settings)), ...myserviceEnv(settings, podName, port) },
+      env: {
+        ...without(inherited, inheritedTokenVariables("myservice", settings)),
+        ...myserviceEnv(
+          settings,
+          podName,
+          port,
+          inherited.JWT_PUBLIC_KEY_FILE || inherited.JWT_JWKS_URL ? undefined : jwksUrlOf(ports.gatewayPort),
+        ),
+      },
       cwd: repoRoot,
     };
   });
@@ -164,6 +181,8 @@ async function main(): Promise<void> {
   }
   if (tlsFiles !== undefined) {
     log(`TLS: ${tlsFiles.created ? "made" : "reusing"} a local CA, certificates and an Ed25519 token key in ${dirname(tlsFiles.ca.cert)}`);
+  } else if (settings.signingKeyFile !== undefined) {
+    log(`tokens signed with JWT_PRIVATE_KEY_FILE ${settings.signingKeyFile}; instances verify with the gateway's JWKS`);
   } else if (!process.env.JWT_SECRET) {
     log(`WARNING: JWT_SECRET is not set; using the development secret from common/dev-defaults.ts.`);
     log(`WARNING: never use it outside development: set JWT_SECRET to a random value of 32+ bytes.`);
