@@ -110,7 +110,13 @@ describe("createJwksClient()", () => {
     t.after(server.close);
     const k1 = key();
     server.state.keys = [k1];
-    const trusting = createJwksClient({ url: server.url, ca: readFileSync(ca.cert), cooldownMs: 100, refreshIntervalMs: 3_600_000, logger });
+    const trusting = createJwksClient({
+      url: server.url,
+      ca: readFileSync(ca.cert),
+      cooldownMs: 100,
+      refreshIntervalMs: 3_600_000,
+      logger,
+    });
     t.after(() => trusting.stop());
     assert.equal(await trusting.refreshFor(k1.kid), true);
     const other = createJwksClient({ url: server.url, cooldownMs: 100, refreshIntervalMs: 3_600_000, logger });

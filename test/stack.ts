@@ -281,7 +281,9 @@ async function waitUntilReady(
       });
       const gatewayUp =
         !withGateway ||
-        (gateway?.state === "running" && (await canConnect(Number(state.gateway.split(":")[1]))) && (!ready || (await gatewayServing(transport))));
+        (gateway?.state === "running" &&
+          (await canConnect(Number(state.gateway.split(":")[1]))) &&
+          (!ready || (await gatewayServing(transport))));
       if (running === instances && gatewayUp) return state;
       waitingFor = `${running}/${instances} instances running, gateway ${withGateway ? (gateway?.state ?? "?") : "off"}`;
     }

@@ -4,7 +4,15 @@
 // cannot mint a token the gateway accepts.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createHash, createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, X509Certificate } from "node:crypto";
+import {
+  createHash,
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  type KeyObject,
+  X509Certificate,
+} from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { Agent, type AgentOptions, request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
@@ -110,7 +118,10 @@ describe("everything over TLS: npm run up -- --tls", () => {
     const sessionId = `grpcjs-tls-${process.pid}`;
     const login = fromBinary(
       LoginResponseSchema,
-      await unary(paths.login, toBinary(LoginRequestSchema, create(LoginRequestSchema, { username: "TestUser", password: "TestPassword", sessionId }))),
+      await unary(
+        paths.login,
+        toBinary(LoginRequestSchema, create(LoginRequestSchema, { username: "TestUser", password: "TestPassword", sessionId })),
+      ),
     );
     const header = JSON.parse(Buffer.from(login.token.split(".")[0] as string, "base64url").toString());
     assert.equal(header.alg, "EdDSA");
@@ -172,7 +183,9 @@ describe("everything over TLS: npm run up -- --tls", () => {
     assert.equal(sniffed.status, 200, "is served HTTP/1.1 after sniffing its first bytes");
     assert.equal((await httpsGet(`${base}/readyz`, ca)).status, 200);
     assert.match((await httpsGet(`${base}/metrics`, ca)).body, /mygateway_instances\{state="free"\}/);
-    const jwks = JSON.parse((await httpsGet(`${base}/.well-known/jwks.json`, ca)).body) as { keys: { kid: string; kty: string; d?: string }[] };
+    const jwks = JSON.parse((await httpsGet(`${base}/.well-known/jwks.json`, ca)).body) as {
+      keys: { kid: string; kty: string; d?: string }[];
+    };
     assert.equal(jwks.keys.length, 1);
     assert.equal(jwks.keys[0]?.kty, "OKP");
     assert.equal(jwks.keys[0]?.d, undefined, "no private part");
@@ -193,17 +206,25 @@ describe("everything over TLS: npm run up -- --tls", () => {
     await assert.rejects(cleartext.check({}, { timeoutMs: 3000 }), "h2c is not spoken on a TLS port");
   });
 
-  it("Python grpcio (C core) over TLS with the CA: the seed flow", { skip: hasGrpcio || process.env.CI ? false : "python3-grpcio not installed" }, async (t) => {
-    await stack.waitAllFree();
-    const port = stack.gatewayAddress.split(":")[1];
-    const run = spawnSync(python, [join(import.meta.dirname, "python", "seed_flow.py"), `localhost:${port}`, "3", stack.tls?.ca as string], {
-      encoding: "utf8",
-      timeout: 60_000,
-    });
-    t.diagnostic(run.stdout);
-    assert.equal(run.status, 0, `python client failed:\n${run.stdout}\n${run.stderr}`);
-    assert.match(run.stdout, /0 checks failed/);
-  });
+  it(
+    "Python grpcio (C core) over TLS with the CA: the seed flow",
+    { skip: hasGrpcio || process.env.CI ? false : "python3-grpcio not installed" },
+    async (t) => {
+      await stack.waitAllFree();
+      const port = stack.gatewayAddress.split(":")[1];
+      const run = spawnSync(
+        python,
+        [join(import.meta.dirname, "python", "seed_flow.py"), `localhost:${port}`, "3", stack.tls?.ca as string],
+        {
+          encoding: "utf8",
+          timeout: 60_000,
+        },
+      );
+      t.diagnostic(run.stdout);
+      assert.equal(run.status, 0, `python client failed:\n${run.stdout}\n${run.stderr}`);
+      assert.match(run.stdout, /0 checks failed/);
+    },
+  );
 
   it(
     "the dashboard over https in Chromium (HTTP/2 by ALPN)",
@@ -212,7 +233,9 @@ describe("everything over TLS: npm run up -- --tls", () => {
       await stack.waitAllFree();
       // Trust exactly the gateway's key, as a pinned certificate: no CA store to edit.
       const gatewayCert = new X509Certificate(readFileSync(join(dirname(stack.tls?.ca as string), "gateway.crt")));
-      const spki = createHash("sha256").update(gatewayCert.publicKey.export({ type: "spki", format: "der" })).digest("base64");
+      const spki = createHash("sha256")
+        .update(gatewayCert.publicKey.export({ type: "spki", format: "der" }))
+        .digest("base64");
       const profile = mkdtempSync(join(tmpdir(), "dashboard-tls-"));
       const context = await chromium.launchPersistentContext(profile, {
         executablePath: chromiumPath,
@@ -268,7 +291,8 @@ describe("everything over TLS: npm run up -- --tls", () => {
         .filter((l) => l.includes("="))
         .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
     );
-    for (const name of ["JWT_SECRET", "JWT_PRIVATE_KEY_FILE", "JWT_PREVIOUS_KEYS"]) assert.equal(env[name], undefined, `${name} reaches the instance`);
+    for (const name of ["JWT_SECRET", "JWT_PRIVATE_KEY_FILE", "JWT_PREVIOUS_KEYS"])
+      assert.equal(env[name], undefined, `${name} reaches the instance`);
     assert.ok(env.JWT_PUBLIC_KEY_FILE, "it verifies with the public key");
     const files = Object.values(env).filter((v) => v.startsWith("/") && existsSync(v) && statSync(v).isFile() && !v.endsWith("node"));
     const materials: (string | Buffer)[] = [...Object.values(env), ...files.map((f) => readFileSync(f))];
@@ -302,7 +326,9 @@ describe("everything over TLS: npm run up -- --tls", () => {
       }
     }
     // And a fresh key of the gateway's own type, claiming its kid.
-    forged.push(await new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", kid: gatewayKid }).sign(generateKeyPairSync("ed25519").privateKey));
+    forged.push(
+      await new SignJWT(claims).setProtectedHeader({ alg: "EdDSA", kid: gatewayKid }).sign(generateKeyPairSync("ed25519").privateKey),
+    );
     const api = tlsApi(stack, ca);
     for (const token of forged) {
       const refusal = await errorOf(api.myServiceEcho({ value: "forged" }, { headers: { authorization: token, "session-id": sessionId } }));
@@ -312,7 +338,9 @@ describe("everything over TLS: npm run up -- --tls", () => {
     assert.ok(forged.length > 20, `${forged.length} forgeries tried`);
     // Control: a token of the gateway's key is accepted.
     const { token } = await api.login({ username: "TestUser", password: "TestPassword", sessionId });
-    const reply = await retryWhile(capacity, () => api.myServiceEcho({ value: "real" }, { headers: { authorization: token, "session-id": sessionId } }));
+    const reply = await retryWhile(capacity, () =>
+      api.myServiceEcho({ value: "real" }, { headers: { authorization: token, "session-id": sessionId } }),
+    );
     assert.equal(reply.serverSessionId, sessionId);
     await api.myServiceShutdown({}, { headers: { authorization: token, "session-id": sessionId } });
   });
@@ -327,7 +355,10 @@ describe("front door with client certificates (TLS_CLIENT_CA_FILE)", () => {
     dir = mkdtempSync(join(tmpdir(), "mtls-"));
     const clientCa = createCa(dir, "client-ca", "client CA");
     clientCert = issueCertificate(clientCa, dir, "alice", { commonName: "alice", usage: "client" });
-    strangerCert = issueCertificate(createCa(dir, "stranger-ca", "stranger CA"), dir, "mallory", { commonName: "mallory", usage: "client" });
+    strangerCert = issueCertificate(createCa(dir, "stranger-ca", "stranger CA"), dir, "mallory", {
+      commonName: "mallory",
+      usage: "client",
+    });
     // Instances get their own TLS_CLIENT_CA_FILE from the launcher (the gateway's certificate).
     // The harness's readiness check has no client certificate: wait with one here.
     stack = await startStack({ tls: true, instances: 1, waitReady: false, env: { TLS_CLIENT_CA_FILE: clientCa.cert } });
@@ -338,10 +369,14 @@ describe("front door with client certificates (TLS_CLIENT_CA_FILE)", () => {
         nodeOptions: { ca: readFileSync(stack.tls?.ca as string), cert: readFileSync(clientCert.cert), key: readFileSync(clientCert.key) },
       }),
     );
-    await retryWhile([Code.Unavailable, Code.Unknown], async () => {
-      const { status } = await health.check({ service: MyServiceAPI.typeName }, { timeoutMs: 2000 });
-      if (status !== HealthCheckResponse_ServingStatus.SERVING) throw new ConnectError("not ready", Code.Unavailable);
-    }, 20_000);
+    await retryWhile(
+      [Code.Unavailable, Code.Unknown],
+      async () => {
+        const { status } = await health.check({ service: MyServiceAPI.typeName }, { timeoutMs: 2000 });
+        if (status !== HealthCheckResponse_ServingStatus.SERVING) throw new ConnectError("not ready", Code.Unavailable);
+      },
+      20_000,
+    );
   });
   after(async () => {
     await stack?.stop();

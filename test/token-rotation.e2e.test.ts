@@ -18,8 +18,11 @@ import { errorOf, retryWhile } from "./e2e-client.js";
 import { type Stack, startStack } from "./stack.js";
 
 const pem = (key: KeyObject) =>
-  key.type === "private" ? (key.export({ format: "pem", type: "pkcs8" }) as string) : (key.export({ format: "pem", type: "spki" }) as string);
-const headerOf = (token: string) => JSON.parse(Buffer.from(token.split(".")[0] as string, "base64url").toString()) as { alg: string; kid: string };
+  key.type === "private"
+    ? (key.export({ format: "pem", type: "pkcs8" }) as string)
+    : (key.export({ format: "pem", type: "spki" }) as string);
+const headerOf = (token: string) =>
+  JSON.parse(Buffer.from(token.split(".")[0] as string, "base64url").toString()) as { alg: string; kid: string };
 
 describe("token keys: EdDSA and ES256 end to end, rotation, JWKS refresh, dropped keys", () => {
   const dir = mkdtempSync(join(tmpdir(), "rotation-"));
@@ -57,7 +60,8 @@ describe("token keys: EdDSA and ES256 end to end, rotation, JWKS refresh, droppe
     return ((await reply.json()) as { keys: { kid: string }[] }).keys.map((k) => k.kid);
   }
 
-  const echo = (token: string) => api.myServiceEcho({ value: "v" }, { headers: { authorization: token, "session-id": sessionId }, timeoutMs: 10_000 });
+  const echo = (token: string) =>
+    api.myServiceEcho({ value: "v" }, { headers: { authorization: token, "session-id": sessionId }, timeoutMs: 10_000 });
 
   before(async () => {
     writeFileSync(keyFile, pem(k1.privateKey));
@@ -83,7 +87,10 @@ describe("token keys: EdDSA and ES256 end to end, rotation, JWKS refresh, droppe
     const instance = (await stack.processes()).find((p) => p.kind === "myservice");
     const { readFileSync } = await import("node:fs");
     const env = readFileSync(`/proc/${instance?.pid}/environ`, "utf8").split("\0");
-    assert.ok(!env.some((l) => /^(JWT_SECRET|JWT_PRIVATE_KEY_FILE|JWT_PREVIOUS_KEYS)=/.test(l)), env.filter((l) => l.startsWith("JWT")).join(" "));
+    assert.ok(
+      !env.some((l) => /^(JWT_SECRET|JWT_PRIVATE_KEY_FILE|JWT_PREVIOUS_KEYS)=/.test(l)),
+      env.filter((l) => l.startsWith("JWT")).join(" "),
+    );
     assert.ok(env.some((l) => l.startsWith("JWT_JWKS_URL=http://127.0.0.1:")));
   });
 
