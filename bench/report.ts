@@ -39,7 +39,12 @@ export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[
   }
   // Issue 14: the relay over TLS (front door and to the instance) beside nginx grpcs://.
   for (const s of [16, 128]) {
-    add(`over TLS: gateway calls/s ≥ 0.8× nginx at ${s} streams`, metric(results, "proxy-tls", `ratio@${s}.throughput`), (v) => v >= 0.8, fmtRatio);
+    add(
+      `over TLS: gateway calls/s ≥ 0.8× nginx at ${s} streams`,
+      metric(results, "proxy-tls", `ratio@${s}.throughput`),
+      (v) => v >= 0.8,
+      fmtRatio,
+    );
   }
   for (const alg of ["EdDSA", "ES256"]) {
     add(

@@ -57,7 +57,12 @@ export async function proxyTlsProfile(ctx: BenchContext): Promise<ProfileResult>
   const dir = await mkdtemp(join(ctx.tmpDir, "tls-"));
   const ca = createCa(dir, "ca", "bench CA");
   const server = issueCertificate(ca, dir, "server", { commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
-  return proxyPath(ctx, { id: "proxy-tls", title: "1b. Proxy path over TLS", levels: [allLevels[1], allLevels[2]], tls: { dir, ca, server } });
+  return proxyPath(ctx, {
+    id: "proxy-tls",
+    title: "1b. Proxy path over TLS",
+    levels: [allLevels[1], allLevels[2]],
+    tls: { dir, ca, server },
+  });
 }
 
 async function proxyPath(ctx: BenchContext, setup: PathSetup): Promise<ProfileResult> {
