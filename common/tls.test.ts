@@ -7,7 +7,7 @@ import { Writable } from "node:stream";
 import { after, describe, it } from "node:test";
 import * as tls from "node:tls";
 import { pino } from "pino";
-import { createCa, issueCertificate } from "../scripts/dev-certs.js";
+import { createCa, issueCertificate, serverTlsConfig } from "../scripts/dev-certs.js";
 import { loadClientTls, loadServerTls, serverOptions, TlsFileError, type TlsServerConfig, watchTlsFiles } from "./tls.js";
 
 const dir = mkdtempSync(join(tmpdir(), "tls-unit-"));
@@ -19,15 +19,7 @@ const renewed = issueCertificate(ca, dir, "renewed", { commonName: "localhost", 
 const expired = issueCertificate(ca, dir, "expired", { commonName: "localhost", dnsNames: ["localhost"], days: -1 });
 
 function config(overrides: Partial<TlsServerConfig> = {}): TlsServerConfig {
-  return {
-    certFile: server.cert,
-    keyFile: server.key,
-    clientCaFile: undefined,
-    clientAuth: "none",
-    minVersion: "TLSv1.2",
-    reloadIntervalMs: 0,
-    ...overrides,
-  };
+  return serverTlsConfig(server, overrides);
 }
 
 function problems(load: () => unknown): readonly string[] {

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { loadServerTls, serverOptions, type TlsServerConfig } from "../common/tls.js";
-import { createCa, issueCertificate } from "../scripts/dev-certs.js";
+import { createCa, issueCertificate, serverTlsConfig } from "../scripts/dev-certs.js";
 import { createFrontDoor, type FrontDoor } from "./front-door.js";
 
 const dir = mkdtempSync(join(tmpdir(), "front-door-"));
@@ -84,15 +84,7 @@ function h1Get(url: string, options: https.RequestOptions = {}): Promise<string>
   });
 }
 
-const tlsConfig = (overrides: Partial<TlsServerConfig> = {}): TlsServerConfig => ({
-  certFile: server.cert,
-  keyFile: server.key,
-  clientCaFile: undefined,
-  clientAuth: "none",
-  minVersion: "TLSv1.2",
-  reloadIntervalMs: 0,
-  ...overrides,
-});
+const tlsConfig = (overrides: Partial<TlsServerConfig> = {}): TlsServerConfig => serverTlsConfig(server, overrides);
 
 describe("createFrontDoor()", () => {
   it("in cleartext: the HTTP/2 preface goes to the HTTP/2 server, anything else to HTTP/1.1", async (t) => {

@@ -5,6 +5,15 @@ import { ConfigError } from "../common/env.js";
 import { loadConfig } from "./config.js";
 
 const secret = "x".repeat(32);
+/** Defaults of the token-source and TLS settings when only JWT_SECRET is set. */
+const keyAndTlsDefaults = {
+  jwtPublicKeyFiles: [],
+  jwksUrl: undefined,
+  jwksCaFile: undefined,
+  jwksRefreshIntervalMs: 300_000,
+  jwksRefreshCooldownMs: 5_000,
+  tls: undefined,
+};
 
 function problemsOf(env: Record<string, string | undefined>): readonly string[] {
   try {
@@ -24,12 +33,7 @@ describe("myservice loadConfig()", () => {
       port: 5000,
       host: "0.0.0.0",
       jwtSecret: secret,
-      jwtPublicKeyFiles: [],
-      jwksUrl: undefined,
-      jwksCaFile: undefined,
-      jwksRefreshIntervalMs: 300_000,
-      jwksRefreshCooldownMs: 5_000,
-      tls: undefined,
+      ...keyAndTlsDefaults,
       subscribeIntervalMs: 5000,
       podName: hostname(),
       maxMessageBytes: 4 * 1024 * 1024,
@@ -55,12 +59,7 @@ describe("myservice loadConfig()", () => {
         port: 5001,
         host: "127.0.0.1",
         jwtSecret: secret,
-        jwtPublicKeyFiles: [],
-        jwksUrl: undefined,
-        jwksCaFile: undefined,
-        jwksRefreshIntervalMs: 300_000,
-        jwksRefreshCooldownMs: 5_000,
-        tls: undefined,
+        ...keyAndTlsDefaults,
         subscribeIntervalMs: 250,
         podName: "pod-7",
         maxMessageBytes: 65536,

@@ -2,6 +2,7 @@ import { execFileSync } from "node:child_process";
 import { generateKeyPairSync, randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { TlsServerConfig } from "../common/tls.js";
 
 /** A certificate and its private key, as PEM files. */
 export interface CertFiles {
@@ -35,6 +36,11 @@ function openssl(args: readonly string[]): void {
   }
 }
 
+/** `openssl req` arguments that make a new P-256 key, unencrypted, into `keyFile`. */
+function newP256Key(keyFile: string): string[] {
+  return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", keyFile];
+}
+
 /** A new self-signed CA (ECDSA P-256) as `<dir>/<name>.crt` and `<name>.key`. */
 export function createCa(dir: string, name = "ca", commonName = "MyService development CA", days = 825): CertFiles {
   mkdirSync(dir, { recursive: true });
@@ -43,13 +49,7 @@ export function createCa(dir: string, name = "ca", commonName = "MyService devel
     "req",
     "-x509",
     "-new",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    files.key,
+    ...newP256Key(files.key),
     "-out",
     files.cert,
     "-days",
@@ -84,21 +84,7 @@ export function issueCertificate(ca: CertFiles, dir: string, name: string, optio
     ].join("\n"),
   );
   try {
-    openssl([
-      "req",
-      "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:P-256",
-      "-nodes",
-      "-keyout",
-      files.key,
-      "-out",
-      csr,
-      "-subj",
-      `/CN=${options.commonName}`,
-    ]);
+    openssl(["req", "-new", ...newP256Key(files.key), "-out", csr, "-subj", `/CN=${options.commonName}`]);
     openssl([
       "x509",
       "-req",
@@ -122,6 +108,19 @@ export function issueCertificate(ca: CertFiles, dir: string, name: string, optio
     rmSync(ext, { force: true });
   }
   return files;
+}
+
+/** A server's TLS settings serving `cert` (what `readTlsServerEnv` would read), for tests and the bench. */
+export function serverTlsConfig(cert: CertFiles, overrides: Partial<TlsServerConfig> = {}): TlsServerConfig {
+  return {
+    certFile: cert.cert,
+    keyFile: cert.key,
+    clientCaFile: undefined,
+    clientAuth: "none",
+    minVersion: "TLSv1.2",
+    reloadIntervalMs: 0,
+    ...overrides,
+  };
 }
 
 /** A new Ed25519 token signing key: `<dir>/<name>.pem` (private) and `<name>.pub.pem` (public). */
