@@ -1,10 +1,11 @@
 import { parseArgs } from "node:util";
 import { devJwtSecret, devUser } from "../common/dev-defaults.js";
+import { defaultControlUrl } from "../scripts/up-control-client.js";
 
 /** Default gateway address (SPEC 8). */
 export const defaultGateway = "localhost:10000";
 /** Default control API of the `npm run up` launcher. */
-export const defaultControlUrl = "http://127.0.0.1:10099";
+export { defaultControlUrl };
 
 /** What the command line asks for, resolved with the environment. */
 export type CliCommand =

@@ -12,6 +12,9 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** State file written by `npm run up` with default options: `<repo>/data/up-stack.json`. */
 export const defaultStateFile = join(repoRoot, "data", "up-stack.json");
 
+/** Control API of `npm run up` with its default `--control-port`. */
+export const defaultControlUrl = "http://127.0.0.1:10099";
+
 /** A control API reply other than 200, or a reply that is not the expected JSON. */
 export class ControlApiError extends Error {
   constructor(

@@ -2,7 +2,6 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
-import { defaultControlUrl } from "../integrationtests/cli-options.js";
 import { builtPath } from "./build-output.js";
 import { createControlServer } from "./control-server.js";
 import { type DevTlsFiles, ensureDevTls } from "./dev-certs.js";
@@ -20,7 +19,7 @@ import {
 } from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
 import { parseUpOptions, type UpOptions, UsageError, usage } from "./up-config.js";
-import { repoRoot } from "./up-control-client.js";
+import { defaultControlUrl, repoRoot } from "./up-control-client.js";
 import type { UpState } from "./up-protocol.js";
 
 /** Hard limit for a clean stop of everything before the launcher kills what is left. */
