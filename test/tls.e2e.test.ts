@@ -13,7 +13,7 @@ import {
   type KeyObject,
   X509Certificate,
 } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { Agent, type AgentOptions, request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -468,3 +468,42 @@ async function retryUnary(call: () => Promise<Buffer>): Promise<Buffer> {
     }
   }
 }
+
+describe("start-up errors for key and certificate files", () => {
+  const dir = mkdtempSync(join(tmpdir(), "startup-errors-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const ca = createCa(dir, "ca");
+  const expired = issueCertificate(ca, dir, "expired", { commonName: "localhost", days: -1 });
+  const other = issueCertificate(ca, dir, "other", { commonName: "localhost" });
+  const run = (script: string, env: Record<string, string>) =>
+    spawnSync(process.execPath, ["--import", "tsx", join(import.meta.dirname, "..", script)], {
+      encoding: "utf8",
+      timeout: 30_000,
+      env: { PATH: process.env.PATH ?? "", ...env },
+    });
+
+  it("the gateway exits 2 naming every bad file: unreadable key, expired certificate, mismatched key", () => {
+    const result = run("gateway/main.ts", {
+      JWT_PRIVATE_KEY_FILE: join(dir, "missing.pem"),
+      USERS_FILE: join(import.meta.dirname, "fixtures", "users.json"),
+      MYSERVICE_ADDRESSES: "127.0.0.1:1",
+      TLS_CERT_FILE: expired.cert,
+      TLS_KEY_FILE: other.key,
+      UPSTREAM_TLS_CA_FILE: join(dir, "no-ca.pem"),
+    });
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /^invalid gateway configuration:/);
+    assert.match(result.stderr, /JWT_PRIVATE_KEY_FILE .*missing\.pem: cannot read/);
+    assert.match(result.stderr, /TLS_CERT_FILE .*expired\.crt: the certificate expired on/);
+    assert.match(result.stderr, /TLS_KEY_FILE .*other\.key does not match the certificate/);
+    assert.match(result.stderr, /UPSTREAM_TLS_CA_FILE .*no-ca\.pem: cannot read/);
+  });
+
+  it("an instance exits 2 when JWT_PUBLIC_KEY_FILE holds a private key", () => {
+    const privateKey = join(dir, "private.pem");
+    writeFileSync(privateKey, generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" }) as string);
+    const result = run("myservice/main.ts", { JWT_PUBLIC_KEY_FILE: privateKey });
+    assert.equal(result.status, 2, result.stderr);
+    assert.match(result.stderr, /JWT_PUBLIC_KEY_FILE .*holds a private key; give this process the public key only/);
+  });
+});
