@@ -70,8 +70,8 @@ export async function tokenKeysProfile(ctx: BenchContext): Promise<ProfileResult
   });
 
   const allocationRows: (string | number)[][] = [];
-  // Quick mode (CI: proves the profile runs) measures EdDSA only.
-  for (const alg of ctx.quick ? (["EdDSA"] as const) : (["EdDSA", "ES256"] as const)) {
+  // HS256 is the baseline of the same run; quick mode (CI: proves the profile runs) measures EdDSA only.
+  for (const alg of ctx.quick ? (["EdDSA"] as const) : (["HS256", "EdDSA", "ES256"] as const)) {
     const f = await allocationWith(ctx, alg, keys[alg]);
     metrics[`${alg}.firstEchoP50Ms`] = f.first;
     metrics[`${alg}.leasedEchoP50Ms`] = f.leased;
@@ -88,7 +88,7 @@ export async function tokenKeysProfile(ctx: BenchContext): Promise<ProfileResult
         rows: costRows,
       },
       {
-        title: "Allocation with an asymmetric key: gateway signs, lean pool verifies with the public key",
+        title: "Allocation by key: gateway signs, lean pool verifies (HS256: the secret; EdDSA/ES256: the public key)",
         columns: ["alg", "first Echo p50 ms", "leased Echo p50 ms", "allocation adds ms", "sessions"],
         rows: allocationRows,
       },
@@ -104,16 +104,19 @@ export async function tokenKeysProfile(ctx: BenchContext): Promise<ProfileResult
 
 async function allocationWith(
   ctx: BenchContext,
-  alg: "EdDSA" | "ES256",
+  alg: Alg,
   key: { signing: SigningKey; privateKeyFile?: string; publicKeyFile?: string },
 ): Promise<{ first: number; leased: number; sessions: number }> {
   const sessions = ctx.quick ? 30 : 200;
   const warm = ctx.quick ? 40 : 300;
   ctx.progress(`token-keys: allocation with ${alg}, ${warm + sessions + 10} lean instances`);
-  const pool = await startLeanInstances(warm + sessions + 10, { JWT_SECRET: "", JWT_PUBLIC_KEY_FILE: key.publicKeyFile as string });
+  const hmac = key.privateKeyFile === undefined;
+  const pool = await startLeanInstances(
+    warm + sessions + 10,
+    hmac ? {} : { JWT_SECRET: "", JWT_PUBLIC_KEY_FILE: key.publicKeyFile as string },
+  );
   const gateway = await startGateway(pool.addresses, {
-    JWT_SECRET: "",
-    JWT_PRIVATE_KEY_FILE: key.privateKeyFile as string,
+    ...(hmac ? {} : { JWT_SECRET: "", JWT_PRIVATE_KEY_FILE: key.privateKeyFile as string }),
     HEALTH_CHECK_INTERVAL: "60s",
     HEALTH_CHECK_TIMEOUT: "10s",
   });
