@@ -1,7 +1,7 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect, type IncomingHttpHeaders, type OutgoingHttpHeaders } from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { devJwtSecret, devUser } from "../common/dev-defaults.js";
-import { issueToken } from "../common/tokens.js";
+import { issueToken, type SigningKey } from "../common/tokens.js";
 import { decodeGrpcMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
 import { rawUnary } from "../gateway/proxy/raw-unary.js";
 import {
@@ -39,9 +39,9 @@ export interface BenchSession {
   readonly headers: { authorization: string; "session-id": string };
 }
 
-/** An HTTP/2 cleartext connection (prior knowledge), connected. */
-export async function h2connect(address: string): Promise<ClientHttp2Session> {
-  const session = connect(`http://${address}`, { settings: { initialWindowSize: 1 << 20 } });
+/** An HTTP/2 connection, connected: cleartext (prior knowledge), or TLS trusting `ca`. */
+export async function h2connect(address: string, ca?: Buffer): Promise<ClientHttp2Session> {
+  const session = connect(`${ca ? "https" : "http"}://${address}`, { settings: { initialWindowSize: 1 << 20 }, ...(ca ? { ca } : {}) });
   session.on("error", () => {});
   await new Promise<void>((resolve, reject) => {
     session.once("connect", () => resolve());
@@ -63,11 +63,11 @@ export async function login(session: ClientHttp2Session, id: string): Promise<Be
 }
 
 /**
- * A session with a token signed like Login's (same secret, claims and lifetime), without the
- * password hash: for profiles that must exclude Login's cost ("log them in beforehand").
+ * A session with a token signed like Login's (same key — the stack's secret unless `key` —
+ * claims and lifetime), without the password hash: for profiles that must exclude Login's cost ("log them in beforehand").
  */
-export async function mintSession(id: string, lifetimeMs = 3_600_000): Promise<BenchSession> {
-  const { token } = await issueToken(benchSecret, { sub: devUser.username, role: devUser.role, session_id: id }, lifetimeMs);
+export async function mintSession(id: string, lifetimeMs = 3_600_000, key: string | SigningKey = benchSecret): Promise<BenchSession> {
+  const { token } = await issueToken(key, { sub: devUser.username, role: devUser.role, session_id: id }, lifetimeMs);
   return { id, token, headers: { authorization: token, "session-id": id } };
 }
 

@@ -11,7 +11,7 @@
  * - `MyServiceShutdown`: same checks; after the reply the port restarts with a new boot id, as
  *   the launcher's supervisor restarts an exited instance.
  *
- * Anything else answers UNIMPLEMENTED. Environment: `JWT_SECRET` (required), `BENCH_INSTANCES`
+ * Anything else answers UNIMPLEMENTED. Environment: `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` (required), `BENCH_INSTANCES`
  * (count, default 100), `BENCH_POD_PREFIX` (default `lean`). Prints `{"ports":[...]}` once
  * every port listens (`pool-process.ts`).
  */
@@ -28,7 +28,7 @@ import { GetStatusResponseSchema } from "../gen/myservice/instance/v1/instance_p
 import { serverValue } from "../myservice/my-service.js";
 import { poolEnv, servePool } from "./pool-process.js";
 
-const { jwtSecret, count } = poolEnv();
+const { keys, count } = poolEnv();
 const prefix = process.env.BENCH_POD_PREFIX ?? "lean";
 
 type Reply = { status: 0; message: Uint8Array } | { status: Code; error: string };
@@ -187,7 +187,7 @@ class LeanInstance {
 
 await servePool(count, (index) => {
   let ended: () => void = () => {};
-  const instance = new LeanInstance(`${prefix}-${index}`, createTokenVerifier({ secret: jwtSecret }), () => ended());
+  const instance = new LeanInstance(`${prefix}-${index}`, createTokenVerifier({ keys }), () => ended());
   return {
     server: instance.server,
     ended: new Promise<void>((resolve) => {

@@ -29,7 +29,7 @@ export interface Nginx {
  * nginx sends GOAWAY after 1,000 calls and opens one backend connection per call): upstream
  * keepalive with many connections, huge keepalive_requests both sides, long gRPC timeouts.
  */
-export function nginxConfig(dir: string, port: number, backend: string): string {
+export function nginxConfig(dir: string, port: number, backend: string, tls?: NginxTls): string {
   const user = process.getuid?.() === 0 ? "user root;\n" : "";
   return `${user}worker_processes 1;
 daemon off;
@@ -50,12 +50,27 @@ http {
     keepalive_timeout 1h;
   }
   server {
-    listen 127.0.0.1:${port} http2;
+    listen 127.0.0.1:${port}${tls ? " ssl" : ""} http2;${
+      tls
+        ? `
+    ssl_certificate ${tls.cert};
+    ssl_certificate_key ${tls.key};
+    ssl_protocols TLSv1.2 TLSv1.3;`
+        : ""
+    }
     keepalive_requests 1000000;
     keepalive_timeout 1h;
     http2_max_concurrent_streams 1024;
     location / {
-      grpc_pass grpc://backend;
+      grpc_pass ${tls ? "grpcs" : "grpc"}://backend;${
+        tls
+          ? `
+      grpc_ssl_trusted_certificate ${tls.ca};
+      grpc_ssl_verify on;
+      grpc_ssl_name ${tls.backendName};
+      grpc_ssl_session_reuse on;`
+          : ""
+      }
       grpc_read_timeout 1h;
       grpc_send_timeout 1h;
     }
@@ -64,11 +79,19 @@ http {
 `;
 }
 
-/** Starts nginx (`nginx -p <dir> -c <conf> -g 'daemon off;'` equivalent) on `port`. */
-export async function startNginx(port: number, backend: string): Promise<Nginx> {
+/** TLS of the nginx baseline: its certificate towards clients, the CA and name it checks the backend against. */
+export interface NginxTls {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+  readonly backendName: string;
+}
+
+/** Starts nginx (`nginx -p <dir> -c <conf> -g 'daemon off;'` equivalent) on `port`; with `tls`, `grpcs://` both ways. */
+export async function startNginx(port: number, backend: string, tls?: NginxTls): Promise<Nginx> {
   const dir = await mkdtemp(join(tmpdir(), "bench-nginx-"));
   const conf = join(dir, "nginx.conf");
-  await writeFile(conf, nginxConfig(dir, port, backend));
+  await writeFile(conf, nginxConfig(dir, port, backend, tls));
   const child = spawnChild("nginx", "nginx", ["-p", dir, "-c", conf, "-e", join(dir, "error.log")], process.env);
   await waitForPort(child, port, 10_000);
   return {

@@ -6,6 +6,7 @@
  */
 import type { Http2Server } from "node:http2";
 import type { AddressInfo } from "node:net";
+import { hmacSigningKey, loadPublicKeyFile, type VerificationKey } from "../common/token-keys.js";
 
 /** One instance of a pool process. */
 export interface PoolMember {
@@ -15,14 +16,22 @@ export interface PoolMember {
   close(): Promise<void>;
 }
 
-/** Environment every pool process reads: `JWT_SECRET` (required) and `BENCH_INSTANCES` (default 100). */
-export function poolEnv(): { jwtSecret: string; count: number } {
-  const jwtSecret = process.env.JWT_SECRET ?? "";
-  if (jwtSecret === "") {
-    process.stderr.write("JWT_SECRET is required\n");
+/**
+ * Environment every pool process reads: `JWT_SECRET` and/or `JWT_PUBLIC_KEY_FILE` (one is
+ * required: the keys tokens are verified with) and `BENCH_INSTANCES` (default 100).
+ */
+export function poolEnv(): { keys: VerificationKey[]; count: number } {
+  const secret = process.env.JWT_SECRET ?? "";
+  const publicKeyFile = process.env.JWT_PUBLIC_KEY_FILE ?? "";
+  if (secret === "" && publicKeyFile === "") {
+    process.stderr.write("JWT_SECRET or JWT_PUBLIC_KEY_FILE is required\n");
     process.exit(2);
   }
-  return { jwtSecret, count: Number(process.env.BENCH_INSTANCES ?? "100") };
+  const keys = [
+    ...(secret !== "" ? [hmacSigningKey(secret).verification] : []),
+    ...(publicKeyFile !== "" ? loadPublicKeyFile(publicKeyFile) : []),
+  ];
+  return { keys, count: Number(process.env.BENCH_INSTANCES ?? "100") };
 }
 
 /** Serves `count` instances made by `create(index)` on free loopback ports, then prints the ports. */

@@ -26,7 +26,7 @@ function metric(results: readonly ProfileResult[], id: string, name: string): nu
   return v !== undefined && Number.isFinite(v) ? v : undefined;
 }
 
-/** Checks the targets of issue 6 against the figures of this run. */
+/** Checks the targets of issues 6 and 14 against the figures of this run. */
 export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[] {
   const checks: TargetCheck[] = [];
   const add = (target: string, value: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
@@ -36,6 +36,23 @@ export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[
   }
   for (const s of [1, 16, 128]) {
     add(`gateway p50 ≤ 1.25× nginx at ${s} stream(s)`, metric(results, "proxy", `ratio@${s}.p50`), (v) => v <= 1.25, fmtRatio);
+  }
+  // Issue 14: the relay over TLS (front door and to the instance) beside nginx grpcs://.
+  for (const s of [16, 128]) {
+    add(
+      `over TLS: gateway calls/s ≥ 0.8× nginx at ${s} streams`,
+      metric(results, "proxy-tls", `ratio@${s}.throughput`),
+      (v) => v >= 0.8,
+      fmtRatio,
+    );
+  }
+  for (const alg of ["EdDSA", "ES256"]) {
+    add(
+      `allocation adds ≤ 1 ms at p50 with ${alg} tokens`,
+      metric(results, "token-keys", `${alg}.allocationAddsP50Ms`),
+      (v) => v <= 1,
+      (v) => `${fmt(v, 3)} ms`,
+    );
   }
   add(
     "allocation adds ≤ 1 ms at p50 over a leased call",

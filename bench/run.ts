@@ -13,18 +13,21 @@ import { allocationProfile } from "./profiles/allocation.js";
 import { footprintProfile } from "./profiles/footprint.js";
 import { leaseStoreProfile } from "./profiles/lease-store.js";
 import { loginProfile } from "./profiles/login.js";
-import { proxyProfile } from "./profiles/proxy.js";
+import { proxyProfile, proxyTlsProfile } from "./profiles/proxy.js";
 import { streamsProfile } from "./profiles/streams.js";
+import { tokenKeysProfile } from "./profiles/token-keys.js";
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from "./report.js";
 import { gatewayNodeArgs } from "./stack.js";
 import type { BenchContext, ProfileResult } from "./types.js";
 
-const usage = `usage: npm run bench -- [--quick] [--rounds N] [--only proxy,streams,allocation,lease-store,login,footprint] [--gateway-node-args "--cpu-prof ..."]`;
+const usage = `usage: npm run bench -- [--quick] [--rounds N] [--only proxy,proxy-tls,streams,allocation,token-keys,lease-store,login,footprint] [--gateway-node-args "--cpu-prof ..."]`;
 
 const allProfiles = {
   proxy: proxyProfile,
+  "proxy-tls": proxyTlsProfile,
   streams: streamsProfile,
   allocation: allocationProfile,
+  "token-keys": tokenKeysProfile,
   "lease-store": leaseStoreProfile,
   login: loginProfile,
   footprint: footprintProfile,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
+import { createHmac, createSign, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { describe, it } from "node:test";
-import { jwtVerify, SignJWT } from "jose";
+import { calculateJwkThumbprint, createLocalJWKSet, type JSONWebKeySet, type JWK, jwtVerify, SignJWT } from "jose";
+import { asymmetricSigningKey, hmacSigningKey, jwksOf } from "./token-keys.js";
 import { createTokenVerifier, issueToken, minSecretBytes, type TokenClaims, tokenFromAuthorization } from "./tokens.js";
 
 const secret = "unit-test-secret-unit-test-secret-0123456789";
@@ -25,13 +26,43 @@ function sign(payload: Record<string, unknown>, alg = "HS256", key = secret): Pr
 
 const seconds = (ms: number) => Math.floor(ms / 1000);
 
+/**
+ * Runs every token of `corpus` through our verifier and through jose's `jwtVerify` (`jose`
+ * says whether jose accepts it); they must agree, except that we reject the `strictlyRejected`
+ * ones jose accepts. Returns the names our verifier accepts.
+ */
+async function sameVerdicts(
+  corpus: Record<string, string>,
+  ours: (token: string) => boolean,
+  jose: (token: string) => Promise<unknown>,
+  strictlyRejected: ReadonlySet<string>,
+): Promise<string[]> {
+  for (const [name, token] of Object.entries(corpus)) {
+    const theirs = await jose(token).then(
+      () => true,
+      () => false,
+    );
+    const accepted = ours(token);
+    assert.equal(
+      accepted,
+      theirs && !strictlyRejected.has(name),
+      `${name}: ours ${accepted ? "accepts" : "rejects"}, jwtVerify ${theirs ? "accepts" : "rejects"}`,
+    );
+  }
+  return Object.keys(corpus).filter((name) => ours(corpus[name] as string));
+}
+
 describe("issueToken()", () => {
   it("signs an HS256 JWT with sub, role, session_id, iat and exp", async () => {
     const { token, iat, exp } = await issueToken(secret, claims, hour, t0 + 400);
     assert.equal(iat, seconds(t0));
     assert.equal(exp, seconds(t0) + 3600);
     const [header, payload] = parts(token);
-    assert.deepEqual(JSON.parse(Buffer.from(header, "base64url").toString()), { alg: "HS256", typ: "JWT" });
+    assert.deepEqual(JSON.parse(Buffer.from(header, "base64url").toString()), {
+      alg: "HS256",
+      kid: hmacSigningKey(secret).kid,
+      typ: "JWT",
+    });
     assert.deepEqual(JSON.parse(Buffer.from(payload, "base64url").toString()), { ...claims, iat, exp });
   });
 
@@ -236,24 +267,150 @@ describe("createTokenVerifier()", () => {
     const strictlyRejected = new Set(["signature with spare bits set"]);
     const key = new TextEncoder().encode(secret);
     const verify = createTokenVerifier({ secret, now: () => at });
-    for (const [name, token] of Object.entries(corpus)) {
-      const jose = await jwtVerify(token, key, { algorithms: ["HS256"], currentDate: new Date(at) }).then(
-        () => true,
-        () => false,
-      );
-      const ours = verify(token) !== undefined;
-      assert.equal(
-        ours,
-        jose && !strictlyRejected.has(name),
-        `${name}: ours ${ours ? "accepts" : "rejects"}, jwtVerify ${jose ? "accepts" : "rejects"}`,
-      );
-    }
-    const accepted = Object.keys(corpus).filter((name) => verify(corpus[name] as string) !== undefined);
+    const accepted = await sameVerdicts(
+      corpus,
+      (token) => verify(token) !== undefined,
+      (token) => jwtVerify(token, key, { algorithms: ["HS256"], currentDate: new Date(at) }),
+      strictlyRejected,
+    );
     assert.deepEqual(accepted, ["valid", "issued by issueToken", "no typ header", "extra claims", "nbf passed", "expires next second"]);
   });
 
   it("exports a minimum secret length of 32 bytes", () => {
     assert.equal(minSecretBytes, 32);
+  });
+});
+
+describe("createTokenVerifier() with asymmetric keys (EdDSA, ES256)", () => {
+  const pairs = {
+    EdDSA: generateKeyPairSync("ed25519"),
+    ES256: generateKeyPairSync("ec", { namedCurve: "P-256" }),
+  } as const;
+  const signingKeys = {
+    EdDSA: asymmetricSigningKey(pairs.EdDSA.privateKey),
+    ES256: asymmetricSigningKey(pairs.ES256.privateKey),
+  } as const;
+
+  for (const alg of ["EdDSA", "ES256"] as const) {
+    const key = signingKeys[alg];
+
+    it(`${alg}: signs with the private key, names its kid, and verifies with the public key only`, async () => {
+      const { token, iat, exp } = await issueToken(key, claims, hour, t0);
+      const header = JSON.parse(Buffer.from(parts(token)[0], "base64url").toString());
+      assert.deepEqual(header, { alg, kid: key.kid, typ: "JWT" });
+      assert.equal(key.kid, await calculateJwkThumbprint(pairs[alg].publicKey.export({ format: "jwk" }) as JWK));
+      const verify = createTokenVerifier({ keys: [key.verification], now: () => t0 + 1000 });
+      assert.ok(!(key.verification.key as KeyObject).type.includes("private"));
+      const first = verify(token);
+      assert.ok(!(first instanceof Promise), "verified on the calling thread");
+      assert.deepEqual(first, { ...claims, iat, exp });
+      assert.equal(verify.isCached(token), true);
+    });
+
+    it(`${alg}: accepts the tokens jose's jwtVerify accepts with the same key set, and no others`, async () => {
+      const at = t0 + 1000;
+      const iat = seconds(t0);
+      const exp = iat + 3600;
+      const good = { ...claims, iat, exp };
+      const other = alg === "EdDSA" ? generateKeyPairSync("ed25519") : generateKeyPairSync("ec", { namedCurve: "P-256" });
+      const otherAlg = alg === "EdDSA" ? "ES256" : "EdDSA";
+      const signed = (payload: object, header: Record<string, unknown> = { alg, kid: key.kid, typ: "JWT" }, with_ = key.key) =>
+        new SignJWT(payload as Record<string, unknown>).setProtectedHeader(header as { alg: string }).sign(with_ as KeyObject);
+      const publicPem = pairs[alg].publicKey.export({ format: "pem", type: "spki" }) as string;
+      const publicDer = pairs[alg].publicKey.export({ format: "der", type: "spki" });
+      const jwkX = (pairs[alg].publicKey.export({ format: "jwk" }) as JWK).x as string;
+      const hmacWith = (header: object, payload: object, secretBytes: Uint8Array | string) => {
+        const input = `${b64(header)}.${b64(payload)}`;
+        return `${input}.${createHmac("sha256", secretBytes).update(input).digest("base64url")}`;
+      };
+      const valid = await signed(good);
+      const [vh, vp, vs] = parts(valid);
+      const corpus: Record<string, string> = {
+        valid,
+        "issued by issueToken": (await issueToken(key, claims, hour, t0)).token,
+        "no typ": await signed(good, { alg, kid: key.kid }),
+        "extra claims": await signed({ ...good, aud: "x" }),
+        expired: await signed({ ...good, exp: seconds(at) }),
+        "nbf ahead": await signed({ ...good, nbf: exp - 10 }),
+        "exp a string": await signed({ ...good, exp: String(exp) }),
+        "another key under our kid": await signed(good, { alg, kid: key.kid }, other.privateKey),
+        "another key, its own kid": await signed(good, { alg, kid: "someone-else" }, other.privateKey),
+        "no kid": await signed(good, { alg, typ: "JWT" }),
+        "kid of the key, alg of the other family": `${b64({ alg: otherAlg, kid: key.kid })}.${vp}.${vs}`,
+        "HS256, public key PEM as secret, our kid": hmacWith({ alg: "HS256", kid: key.kid }, good, publicPem),
+        "HS256, public key PEM as secret, no kid": hmacWith({ alg: "HS256" }, good, publicPem),
+        "HS256, public key DER as secret": hmacWith({ alg: "HS256", kid: key.kid }, good, publicDer),
+        "HS256, JWK x as secret": hmacWith({ alg: "HS256", kid: key.kid }, good, jwkX),
+        "alg none": `${b64({ alg: "none", kid: key.kid })}.${vp}.`,
+        "crit header": `${b64({ alg, kid: key.kid, crit: ["exp"], exp: 1 })}.${vp}.${vs}`,
+        "signature truncated": `${vh}.${vp}.${vs.slice(0, -2)}`,
+        "signature extended": `${vh}.${vp}.${vs}AA`,
+        "signature of another payload": `${vh}.${b64({ ...good, role: "user" })}.${vs}`,
+        "signature DER-encoded":
+          alg === "ES256"
+            ? `${vh}.${vp}.${createSign("sha256").update(`${vh}.${vp}`).sign(pairs.ES256.privateKey).toString("base64url")}`
+            : `${vh}.${vp}.${Buffer.concat([Buffer.from([0x30, 0x44]), Buffer.from(vs, "base64url")]).toString("base64url")}`,
+      };
+      // Intended differences: a token signed with an asymmetric key must name its kid (jose
+      // picks the one matching key of a set without it).
+      const strictlyRejected = new Set(["no kid"]);
+      const jwks = createLocalJWKSet(jwksOf([key.verification]) as unknown as JSONWebKeySet);
+      const verify = createTokenVerifier({ keys: [key.verification], now: () => at });
+      const accepted = await sameVerdicts(
+        corpus,
+        (token) => verify(token) !== undefined,
+        (token) => jwtVerify(token, jwks, { currentDate: new Date(at) }),
+        strictlyRejected,
+      );
+      assert.deepEqual(accepted, ["valid", "issued by issueToken", "no typ", "extra claims"]);
+    });
+  }
+
+  it("refuses alg confusion: an HS256 token signed with the public key, also beside a real HMAC key", async () => {
+    const key = signingKeys.EdDSA;
+    const verify = createTokenVerifier({ keys: [key.verification, hmacSigningKey(secret).verification], now: () => t0 });
+    const payload = { ...claims, iat: seconds(t0), exp: seconds(t0) + 3600 };
+    const pem = pairs.EdDSA.publicKey.export({ format: "pem", type: "spki" }) as string;
+    for (const header of [{ alg: "HS256", kid: key.kid }, { alg: "HS256" }, { alg: "HS256", kid: hmacSigningKey(secret).kid }]) {
+      const forged = await new SignJWT(payload).setProtectedHeader(header).sign(new TextEncoder().encode(pem));
+      assert.equal(verify(forged), undefined, JSON.stringify(header));
+    }
+    assert.ok(verify((await issueToken(secret, claims, hour, t0)).token), "the real HMAC key still verifies");
+  });
+
+  it("rotation: accepts tokens of previous keys; refuses them once the key is dropped", async () => {
+    const [current, previous] = [signingKeys.ES256, signingKeys.EdDSA];
+    const old = (await issueToken(previous, claims, hour, t0)).token;
+    const fresh = (await issueToken(current, claims, hour, t0)).token;
+    const both = createTokenVerifier({ keys: [current.verification, previous.verification], now: () => t0 });
+    assert.ok(both(old), "a token of the previous key");
+    assert.ok(both(fresh), "a token of the current key");
+    const dropped = createTokenVerifier({ keys: [current.verification], now: () => t0 });
+    assert.equal(dropped(old), undefined, "the previous key dropped");
+    assert.ok(dropped(fresh));
+    assert.equal(dropped.unknownKid(old), previous.kid, "its kid is unknown");
+    assert.equal(dropped.unknownKid(fresh), undefined);
+  });
+
+  it("setKeys() replaces the keys and empties the cache", async () => {
+    const old = (await issueToken(signingKeys.EdDSA, claims, hour, t0)).token;
+    const verify = createTokenVerifier({ keys: [signingKeys.EdDSA.verification], now: () => t0 });
+    assert.ok(verify(old));
+    assert.equal(verify.isCached(old), true);
+    verify.setKeys([signingKeys.ES256.verification]);
+    assert.equal(verify.isCached(old), false);
+    assert.equal(verify(old), undefined, "a cached token of a key that left the set is refused");
+    assert.deepEqual(
+      verify.keys().map((k) => k.kid),
+      [signingKeys.ES256.kid],
+    );
+  });
+
+  it("accepts an HS256 token without kid (issued before keys had ids) with the HMAC key only", async () => {
+    const legacy = await sign({ ...claims, iat: seconds(t0), exp: seconds(t0) + 3600 });
+    assert.equal(JSON.parse(Buffer.from(parts(legacy)[0], "base64url").toString()).kid, undefined);
+    assert.ok(createTokenVerifier({ secret, now: () => t0 })(legacy));
+    assert.equal(createTokenVerifier({ keys: [signingKeys.EdDSA.verification], now: () => t0 })(legacy), undefined);
   });
 });
 

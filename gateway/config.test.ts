@@ -25,6 +25,11 @@ describe("gateway loadConfig()", () => {
       port: 10000,
       host: "::",
       jwtSecret: secret,
+      jwtPrivateKeyFile: undefined,
+      jwtPreviousKeys: [],
+      tls: undefined,
+      upstreamTls: undefined,
+      tlsReloadIntervalMs: 5_000,
       tokenLifetimeMs: 3_600_000,
       leaseIdleTtlMs: 300_000,
       usersFile: "/etc/gateway/users.json",
@@ -188,5 +193,78 @@ describe("gateway loadConfig()", () => {
     assert.equal(problemsOf({ ...dev, USERS_FILE: "/abs/path/dev-users.json", NODE_ENV: "production" }).length, 2);
     const prod = loadConfig({ ...minimal, NODE_ENV: "production" });
     assert.equal(prod.production, true);
+  });
+
+  it("signs with JWT_PRIVATE_KEY_FILE instead of JWT_SECRET, never both; JWT_PREVIOUS_KEYS is a list", () => {
+    const { JWT_SECRET: _, ...noSecret } = minimal;
+    const config = loadConfig({ ...noSecret, JWT_PRIVATE_KEY_FILE: "/k/ed25519.pem", JWT_PREVIOUS_KEYS: " /k/old.pem, secret:abc ,," });
+    assert.equal(config.jwtSecret, undefined);
+    assert.equal(config.jwtPrivateKeyFile, "/k/ed25519.pem");
+    assert.deepEqual(config.jwtPreviousKeys, ["/k/old.pem", "secret:abc"]);
+    const both = problemsOf({ ...minimal, JWT_PRIVATE_KEY_FILE: "/k/ed25519.pem" });
+    assert.equal(both.length, 1);
+    assert.match(both[0] as string, /JWT_SECRET and JWT_PRIVATE_KEY_FILE are both set.*JWT_PREVIOUS_KEYS/);
+    assert.match(problemsOf(noSecret)[0] as string, /^JWT_SECRET is required.*JWT_PRIVATE_KEY_FILE/);
+  });
+
+  it("reads the front door's TLS: both files or none, client CA with TLS_CLIENT_AUTH", () => {
+    const tls = { TLS_CERT_FILE: "/t/cert.pem", TLS_KEY_FILE: "/t/key.pem" };
+    assert.deepEqual(loadConfig({ ...minimal, ...tls }).tls, {
+      certFile: "/t/cert.pem",
+      keyFile: "/t/key.pem",
+      clientCaFile: undefined,
+      clientAuth: "none",
+      minVersion: "TLSv1.2",
+      reloadIntervalMs: 5_000,
+    });
+    const mtls = loadConfig({
+      ...minimal,
+      ...tls,
+      TLS_CLIENT_CA_FILE: "/t/ca.pem",
+      TLS_MIN_VERSION: "TLSv1.3",
+      TLS_RELOAD_INTERVAL: "1s",
+    }).tls;
+    assert.equal(mtls?.clientAuth, "require", "a client CA requires client certificates unless told otherwise");
+    assert.equal(mtls?.minVersion, "TLSv1.3");
+    assert.equal(mtls?.reloadIntervalMs, 1000);
+    assert.equal(
+      loadConfig({ ...minimal, ...tls, TLS_CLIENT_CA_FILE: "/t/ca.pem", TLS_CLIENT_AUTH: "optional" }).tls?.clientAuth,
+      "optional",
+    );
+    for (const [env, pattern] of [
+      [{ TLS_CERT_FILE: "/t/cert.pem" }, /TLS_CERT_FILE and TLS_KEY_FILE go together/],
+      [{ ...tls, TLS_CLIENT_AUTH: "require" }, /TLS_CLIENT_AUTH=require needs TLS_CLIENT_CA_FILE/],
+      [{ TLS_CLIENT_CA_FILE: "/t/ca.pem" }, /TLS_CLIENT_CA_FILE needs TLS_CERT_FILE/],
+      [{ ...tls, TLS_CLIENT_AUTH: "sometimes" }, /TLS_CLIENT_AUTH="sometimes"/],
+      [{ ...tls, TLS_MIN_VERSION: "TLSv1.1" }, /TLS_MIN_VERSION/],
+    ] as const) {
+      const problems = problemsOf({ ...minimal, ...env });
+      assert.equal(problems.length, 1, problems.join("; "));
+      assert.match(problems[0] as string, pattern);
+    }
+  });
+
+  it("reads TLS to instances: on with UPSTREAM_TLS_CA_FILE, the server name defaults to MYSERVICE_DNS's host", () => {
+    assert.deepEqual(loadConfig({ ...minimal, UPSTREAM_TLS_CA_FILE: "/t/ca.pem" }).upstreamTls, {
+      caFile: "/t/ca.pem",
+      certFile: undefined,
+      keyFile: undefined,
+      serverName: undefined,
+    });
+    const dns = loadConfig({ ...minimal, MYSERVICE_DNS: "myservice.ns.svc:5000", UPSTREAM_TLS_CA_FILE: "/t/ca.pem" });
+    assert.equal(dns.upstreamTls?.serverName, "myservice.ns.svc");
+    const mtls = loadConfig({
+      ...minimal,
+      UPSTREAM_TLS_CA_FILE: "/t/ca.pem",
+      UPSTREAM_TLS_CERT_FILE: "/t/gw.pem",
+      UPSTREAM_TLS_KEY_FILE: "/t/gw.key",
+      UPSTREAM_TLS_SERVER_NAME: "instances.internal",
+    }).upstreamTls;
+    assert.deepEqual(mtls, { caFile: "/t/ca.pem", certFile: "/t/gw.pem", keyFile: "/t/gw.key", serverName: "instances.internal" });
+    assert.match(
+      problemsOf({ ...minimal, UPSTREAM_TLS_CERT_FILE: "/t/gw.pem", UPSTREAM_TLS_KEY_FILE: "/k" })[0] as string,
+      /need UPSTREAM_TLS_CA_FILE/,
+    );
+    assert.match(problemsOf({ ...minimal, UPSTREAM_TLS_CA_FILE: "/c", UPSTREAM_TLS_CERT_FILE: "/t/gw.pem" })[0] as string, /go together/);
   });
 });

@@ -3,6 +3,7 @@ import { devJwtSecret } from "../common/dev-defaults.js";
 import { EnvReader } from "../common/env.js";
 import { defaultMaxHeaderBytes } from "../common/header-limits.js";
 import { dualStackHost } from "../common/listen.js";
+import { readTlsReloadInterval, readTlsServerEnv, type TlsClientConfig, type TlsServerConfig } from "../common/tls.js";
 import { minSecretBytes } from "../common/tokens.js";
 
 /** Settings of the gateway, resolved once from the environment by `loadConfig`. */
@@ -14,8 +15,34 @@ export interface GatewayConfig {
    * `0.0.0.0` with a warning on a host without IPv6. Any other value is bound as given.
    */
   readonly host: string;
-  /** `JWT_SECRET`: HMAC key for tokens, shared with the instances. Required. */
-  readonly jwtSecret: string;
+  /**
+   * `JWT_SECRET`: HMAC key for tokens (HS256), shared with the instances. Required unless
+   * `JWT_PRIVATE_KEY_FILE` is set; never both.
+   */
+  readonly jwtSecret: string | undefined;
+  /**
+   * `JWT_PRIVATE_KEY_FILE`: PEM private key (Ed25519 or ECDSA P-256) the gateway signs tokens
+   * with (`EdDSA` / `ES256`); instances then verify with its public key and hold nothing that
+   * signs. Default none (HS256 with `JWT_SECRET`).
+   */
+  readonly jwtPrivateKeyFile: string | undefined;
+  /**
+   * `JWT_PREVIOUS_KEYS`: keys accepted for verification only (a rotation logs nobody out),
+   * comma-separated: PEM key files (public or private; only the public part is used), files
+   * holding an HMAC secret, or `secret:<value>`. Default none.
+   */
+  readonly jwtPreviousKeys: readonly string[];
+  /** TLS of the front door (`TLS_CERT_FILE`, `TLS_KEY_FILE`, `TLS_CLIENT_*`, ...); `undefined` = cleartext (default). */
+  readonly tls: TlsServerConfig | undefined;
+  /**
+   * TLS to instances, on when `UPSTREAM_TLS_CA_FILE` is set: the CA instance certificates must
+   * chain to, `UPSTREAM_TLS_CERT_FILE` / `UPSTREAM_TLS_KEY_FILE` (the gateway's client
+   * certificate, mTLS) and `UPSTREAM_TLS_SERVER_NAME` (the name instance certificates carry;
+   * default the host of `MYSERVICE_DNS`, else each address's host). `undefined` = cleartext (default).
+   */
+  readonly upstreamTls: TlsClientConfig | undefined;
+  /** `TLS_RELOAD_INTERVAL`: how often certificate files (front door, upstream) are read again, milliseconds; 0 = never. Default 5s. */
+  readonly tlsReloadIntervalMs: number;
   /** `TOKEN_EXPIRATION`: token lifetime, milliseconds. Default 1h. */
   readonly tokenLifetimeMs: number;
   /** `LEASE_IDLE_TTL`: a lease idle this long expires, milliseconds. Default 5m. */
@@ -89,13 +116,29 @@ const hour = 60 * minute;
 export function loadConfig(env: Readonly<Record<string, string | undefined>>): GatewayConfig {
   const r = new EnvReader(env, "gateway");
   const production = env.NODE_ENV === "production";
-  const jwtSecret = r.required("JWT_SECRET", "the HMAC key for tokens (shared with every myservice instance)");
-  if (jwtSecret !== "" && Buffer.byteLength(jwtSecret) < minSecretBytes) {
+  const jwtPrivateKeyFile = r.optionalString("JWT_PRIVATE_KEY_FILE");
+  const jwtSecret =
+    jwtPrivateKeyFile === undefined
+      ? r.required("JWT_SECRET", "the HMAC key for tokens (shared with every myservice instance), or set JWT_PRIVATE_KEY_FILE")
+      : r.optionalString("JWT_SECRET");
+  if (jwtPrivateKeyFile !== undefined && jwtSecret !== undefined) {
+    r.problem(
+      "JWT_SECRET and JWT_PRIVATE_KEY_FILE are both set: sign with one; to keep accepting tokens of the old secret, list it in JWT_PREVIOUS_KEYS",
+    );
+  }
+  if (jwtSecret !== undefined && jwtSecret !== "" && Buffer.byteLength(jwtSecret) < minSecretBytes) {
     r.problem(`JWT_SECRET is too short: use at least ${minSecretBytes} bytes`);
   }
   if (production && jwtSecret === devJwtSecret) {
     r.problem("JWT_SECRET is the development secret, refused with NODE_ENV=production");
   }
+  const jwtPreviousKeys = (r.optionalString("JWT_PREVIOUS_KEYS") ?? "")
+    .split(",")
+    .map((k) => k.trim())
+    .filter((k) => k !== "");
+  const tlsReloadIntervalMs = readTlsReloadInterval(r);
+  const tls = readTlsServerEnv(r, tlsReloadIntervalMs);
+  const upstreamTls = readUpstreamTlsEnv(r, r.optionalString("MYSERVICE_DNS"));
   const usersFile = r.required("USERS_FILE", "path of the users file (see gateway/dev-users.json)");
   if (production && /dev-users\.json$/.test(usersFile)) {
     r.problem("USERS_FILE is the development users file, refused with NODE_ENV=production");
@@ -126,7 +169,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
   const config: GatewayConfig = {
     port,
     host: r.string("LISTEN_HOST", dualStackHost),
-    jwtSecret,
+    jwtSecret: jwtSecret === "" ? undefined : jwtSecret,
+    jwtPrivateKeyFile,
+    jwtPreviousKeys,
+    tls,
+    upstreamTls,
+    tlsReloadIntervalMs,
     tokenLifetimeMs: r.duration("TOKEN_EXPIRATION", hour, second, 30 * 24 * hour),
     leaseIdleTtlMs: r.duration("LEASE_IDLE_TTL", 5 * minute, 500, 30 * 24 * hour),
     usersFile,
@@ -164,6 +212,27 @@ function isPostgresUrl(text: string): boolean {
   } catch {
     return false;
   }
+}
+
+/** The `UPSTREAM_TLS_*` variables; TLS to instances is on when the CA is set. */
+function readUpstreamTlsEnv(r: EnvReader, instanceDns: string | undefined): TlsClientConfig | undefined {
+  const caFile = r.optionalString("UPSTREAM_TLS_CA_FILE");
+  const certFile = r.optionalString("UPSTREAM_TLS_CERT_FILE");
+  const keyFile = r.optionalString("UPSTREAM_TLS_KEY_FILE");
+  const serverName = r.optionalString("UPSTREAM_TLS_SERVER_NAME");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    r.problem("UPSTREAM_TLS_CERT_FILE and UPSTREAM_TLS_KEY_FILE go together (the gateway's client certificate)");
+  }
+  if (caFile === undefined) {
+    if (certFile !== undefined || keyFile !== undefined || serverName !== undefined) {
+      r.problem(
+        "UPSTREAM_TLS_CERT_FILE, UPSTREAM_TLS_KEY_FILE and UPSTREAM_TLS_SERVER_NAME need UPSTREAM_TLS_CA_FILE (TLS to instances is on when it is set)",
+      );
+    }
+    return undefined;
+  }
+  const dnsHost = instanceDns === undefined ? undefined : instanceDns.slice(0, instanceDns.lastIndexOf(":"));
+  return Object.freeze({ caFile, certFile, keyFile, serverName: serverName ?? dnsHost });
 }
 
 function isHostPort(text: string): boolean {

@@ -6,10 +6,12 @@ import { dualStackHost } from "../common/listen.js";
 import { createLogger } from "../common/logger.js";
 import { loadUserStore } from "./auth/user-store.js";
 import { loadConfig } from "./config.js";
+import { loadKeyMaterial } from "./key-material.js";
 import { createLeaseStore } from "./leases/create-lease-store.js";
 import { createGateway } from "./server.js";
 
 const config = loadConfigOrExit(loadConfig);
+const material = loadConfigOrExit(() => loadKeyMaterial(config));
 const logger = createLogger({ name: "gateway", level: config.logLevel, format: config.logFormat });
 
 let users: ReturnType<typeof loadUserStore>;
@@ -22,9 +24,19 @@ try {
 if (config.jwtSecret === devJwtSecret) logger.warn("JWT_SECRET is the development secret: never use it in production");
 if (config.leaseDbUrl === undefined && config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { recursive: true });
 
+if (material.signing.alg !== "HS256") {
+  logger.info(
+    { alg: material.signing.alg, kid: material.signing.kid, verifies: material.verification.length },
+    "tokens signed with an asymmetric key",
+  );
+}
+if (material.tls !== undefined)
+  logger.info({ certificate: material.tls.summary, clientAuth: config.tls?.clientAuth }, "front door speaks TLS");
+if (config.upstreamTls !== undefined)
+  logger.info({ serverName: config.upstreamTls.serverName, mtls: config.upstreamTls.certFile !== undefined }, "TLS to instances");
 try {
   const store = await createLeaseStore(config);
-  const gateway = createGateway(config, { logger, users, store });
+  const gateway = createGateway(config, { logger, users, store, material });
   const { address, port } = await gateway.start();
   const leases = await store.leases().then(
     (all) => all.length,

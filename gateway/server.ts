@@ -1,6 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
+import type * as tls from "node:tls";
 import { Code, type ConnectRouter } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Registry } from "prom-client";
@@ -8,17 +9,21 @@ import { closeStalledHeaderBlocks, refuseOversizedHeaders } from "../common/head
 import { ipv4AnyHost, listenOn, plainAddress } from "../common/listen.js";
 import type { Logger } from "../common/logger.js";
 import { withMalformedRequestStatus } from "../common/malformed-request-status.js";
+import { loadClientTls, loadServerTls, serverOptions, watchTlsFiles } from "../common/tls.js";
+import { jwksOf } from "../common/token-keys.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { AdminService } from "../gen/mygateway/admin/v1/admin_pb.js";
 import { createLogin, peerHeader } from "./auth/login-service.js";
 import { LoginThrottle } from "./auth/login-throttle.js";
+import { createSystemTokens } from "./auth/system-tokens.js";
 import type { UserStore } from "./auth/user-store.js";
 import { Membership } from "./cluster/membership.js";
 import type { GatewayConfig } from "./config.js";
 import { statusDetailFiles } from "./errors.js";
 import { createFrontDoor } from "./front-door.js";
+import { type KeyMaterial, upstreamTlsVariables } from "./key-material.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
 import type { LeaseStore } from "./leases/lease-store.js";
 import { registerAdminService } from "./ops/admin-service.js";
@@ -33,6 +38,7 @@ import { createConnectProxy } from "./proxy/connect-proxy.js";
 import { encodeGrpcMessage } from "./proxy/grpc-frames.js";
 import { createGrpcRelay, isNativeGrpc, relayedPaths } from "./proxy/grpc-relay.js";
 import { UpstreamPool } from "./proxy/upstream-pool.js";
+import { cleartextUpstream, createUpstreamTls } from "./proxy/upstream-tls.js";
 import { SessionRouter } from "./routing/session-router.js";
 
 /** What the gateway is built from besides its configuration. */
@@ -41,6 +47,8 @@ export interface GatewayDeps {
   readonly users: UserStore;
   /** The lease store (`createLeaseStore(config)`); `close()` closes it. */
   readonly store: LeaseStore;
+  /** Token keys and TLS material, read and checked by `loadKeyMaterial`. */
+  readonly material: KeyMaterial;
 }
 
 /** A built gateway: `start()` reconciles and listens, `close()` drains and stops. */
@@ -57,7 +65,7 @@ export interface Gateway {
 
 /** Builds the gateway from its parts; only `main.ts` reads the environment and handles signals. */
 export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway {
-  const { logger, users, store } = deps;
+  const { logger, users, store, material } = deps;
   const membership = new Membership({
     store,
     id: config.gatewayId,
@@ -66,8 +74,14 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     liveWithinMs: 2 * config.healthIntervalMs + 500,
     logger,
   });
-  const upstream = new UpstreamPool({ connectTimeoutMs: config.upstreamConnectTimeoutMs });
-  const verifyToken = createTokenVerifier({ secret: config.jwtSecret });
+  const upstreamTls =
+    config.upstreamTls !== undefined && material.upstreamTls !== undefined
+      ? createUpstreamTls(config.upstreamTls, material.upstreamTls)
+      : cleartextUpstream();
+  const upstream = new UpstreamPool({ connectTimeoutMs: config.upstreamConnectTimeoutMs, tls: upstreamTls });
+  const verifyToken = createTokenVerifier({ keys: material.verification });
+  // Public keys only (current and previous); an HMAC secret never appears (an empty set then).
+  const jwks = JSON.stringify(jwksOf(material.verification));
   const metrics = createGatewayMetrics(new Registry(), { state: store });
   let pool: InstancePool;
   const keeper = new LeaseKeeper({
@@ -102,7 +116,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     healthTimeoutMs: config.healthTimeoutMs,
     failureThreshold: config.healthFailureThreshold,
     discoveryIntervalMs: config.discoveryIntervalMs,
-    jwtSecret: config.jwtSecret,
+    systemToken: createSystemTokens(material.signing),
     logger,
     onLeaseReleased: (lease, reason) => {
       metrics.leaseRevoked(reason);
@@ -121,14 +135,14 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     logger,
     onCallEnd: (method, code, durationMs) => metrics.proxiedCall(method, code, durationMs),
   });
-  const proxy = createConnectProxy({ router, keeper, maxMessageBytes: config.maxMessageBytes });
+  const proxy = createConnectProxy({ router, keeper, maxMessageBytes: config.maxMessageBytes, upstreamTls });
   const throttle = new LoginThrottle({
     perUser: { maxFailures: config.loginMaxFailuresPerUser, windowMs: config.loginUserFailureWindowMs },
     perPeer: { maxFailures: config.loginMaxFailuresPerPeer, windowMs: config.loginPeerFailureWindowMs },
   });
   const login = createLogin({
     users,
-    jwtSecret: config.jwtSecret,
+    signingKey: material.signing,
     tokenLifetimeMs: config.tokenLifetimeMs,
     logger,
     throttle,
@@ -191,6 +205,12 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
         return;
       }
       if (dashboard(request, response)) return;
+      if (request.method === "GET" && request.url === jwksPath) {
+        // Instances configured with JWT_JWKS_URL fetch it (on start, periodically, on an unknown kid).
+        response.writeHead(200, { "content-type": "application/jwk-set+json", "cache-control": "max-age=60" });
+        response.end(jwks);
+        return;
+      }
       if (request.method === "GET" && request.url === "/healthz") {
         response.writeHead(closing ? 503 : 200, { "content-type": "text/plain" });
         response.end(closing ? "stopping\n" : "ok\n");
@@ -265,7 +285,20 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     handler(request, response);
   });
   h1.keepAliveTimeout = 65_000;
-  const door = createFrontDoor({ h2, h1 });
+  const frontDoorTls = config.tls !== undefined && material.tls !== undefined ? config.tls : undefined;
+  const door = createFrontDoor({
+    h2,
+    h1,
+    tls:
+      frontDoorTls === undefined || material.tls === undefined
+        ? undefined
+        : {
+            options: serverOptions(frontDoorTls, material.tls, ["h2", "http/1.1"]),
+            refuseInvalidOptionalCertificate: frontDoorTls.clientAuth === "optional",
+            onHandshakeFailure: (reason, peer) => logger.debug({ reason, peer }, "TLS handshake refused"),
+          },
+  });
+  const stopWatching: (() => void)[] = [];
 
   return {
     store,
@@ -277,13 +310,33 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       await membership.start();
       await pool.start();
       keeper.start();
-      return listenOn(door, config.port, config.host, (reason) =>
+      const bound = await listenOn(door, config.port, config.host, (reason) =>
         logger.warn({ reason: reason.message }, `no IPv6 on this host: listening on ${ipv4AnyHost} (IPv4 only) instead of ${config.host}`),
       );
+      if (frontDoorTls !== undefined) {
+        const files = [frontDoorTls.certFile, frontDoorTls.keyFile, ...(frontDoorTls.clientCaFile ? [frontDoorTls.clientCaFile] : [])];
+        const reload = () => {
+          const next = loadServerTls(frontDoorTls);
+          (door as tls.Server).setSecureContext(next.context);
+          return next.summary;
+        };
+        stopWatching.push(watchTlsFiles(files, frontDoorTls.reloadIntervalMs, reload, logger, "front door TLS"));
+      }
+      const upstreamConfig = config.upstreamTls;
+      if (upstreamConfig !== undefined) {
+        const files = [upstreamConfig.caFile, upstreamConfig.certFile, upstreamConfig.keyFile].filter((f) => f !== undefined);
+        const reload = () => {
+          upstreamTls.update(loadClientTls(upstreamConfig, upstreamTlsVariables));
+          return { files };
+        };
+        stopWatching.push(watchTlsFiles(files, config.tlsReloadIntervalMs, reload, logger, "TLS to instances"));
+      }
+      return bound;
     },
     async close() {
       closing = true;
       stopStallCheck();
+      for (const stop of stopWatching) stop();
       door.close();
       for (const session of sessions) session.close();
       h1.closeIdleConnections();
@@ -298,6 +351,9 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     },
   };
 }
+
+/** Where the gateway publishes its public token keys (JWKS, RFC 7517). */
+export const jwksPath = "/.well-known/jwks.json";
 
 /** Login's peer address comes from the socket only: a client-sent value is overwritten. */
 function setPeer(headers: http.IncomingHttpHeaders, remoteAddress: string | undefined): void {

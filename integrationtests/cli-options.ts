@@ -1,10 +1,11 @@
 import { parseArgs } from "node:util";
 import { devJwtSecret, devUser } from "../common/dev-defaults.js";
+import { defaultControlUrl } from "../scripts/up-control-client.js";
 
 /** Default gateway address (SPEC 8). */
 export const defaultGateway = "localhost:10000";
 /** Default control API of the `npm run up` launcher. */
-export const defaultControlUrl = "http://127.0.0.1:10099";
+export { defaultControlUrl };
 
 /** What the command line asks for, resolved with the environment. */
 export type CliCommand =
@@ -41,6 +42,19 @@ export interface CliSettings {
   readonly composeFile: string | undefined;
   /** `JWT_SECRET` (environment only, never a flag): to mint expired/foreign tokens. Default the dev secret. */
   readonly jwtSecret: string;
+  /**
+   * `--jwt-private-key <file>` / `JWT_PRIVATE_KEY_FILE`: the stack's token signing key, to mint
+   * tokens when it signs with a private key. Default: the one `npm run up -- --tls` reports on
+   * its control API, else `JWT_SECRET`.
+   */
+  readonly jwtPrivateKeyFile: string | undefined;
+  /** `--tls` (implied by `--ca`): reach the gateway over TLS. Default cleartext (h2c). */
+  readonly tls: boolean;
+  /** `--ca <file>` / `GATEWAY_CA_FILE`: PEM CA the gateway's certificate must chain to. Default the system's CAs. */
+  readonly caFile: string | undefined;
+  /** `--cert <file>` / `--key <file>`: a client certificate for a gateway that asks for one (mTLS). */
+  readonly certFile: string | undefined;
+  readonly keyFile: string | undefined;
   /** `--json`: print one JSON document instead of the text output (progress goes to stderr). */
   readonly json: boolean;
   /** `--junit <file>`: also write a JUnit XML report. */
@@ -70,6 +84,11 @@ Options:
   --subscribe-interval-ms <ms>  the stack's Subscribe interval (SUBSCRIBE_INTERVAL_MS, default 5000)
   --capacity-wait-ms <ms>    how long to wait for a recycling instance (default 20000)
   --settle-ms <ms>           pause between scenarios of 'all' once instances are free (default 1500)
+  --tls                      reach the gateway over TLS (implied by --ca)
+  --ca <file>                PEM CA the gateway's certificate chains to (GATEWAY_CA_FILE)
+  --cert <file> --key <file> client certificate, for a gateway that requires one (mTLS)
+  --jwt-private-key <file>   the stack's token signing key, to mint test tokens (JWT_PRIVATE_KEY_FILE;
+                             default: the key npm run up -- --tls reports, else JWT_SECRET)
   --control-url <url>        npm run up control API (UP_CONTROL_URL, default ${defaultControlUrl})
   --compose-file <file>      control a docker compose project instead of npm run up
   --keep                     leave the sessions a single scenario leased open (no cleanup)
@@ -79,6 +98,8 @@ Options:
   -h, --help                 this text
 
 Environment: JWT_SECRET (the stack's HMAC key, used to mint expired tokens; default the dev secret).
+Against npm run up -- --tls, instances are reached with the client certificate and the tokens
+minted with the key its control API names (GET /state).
 Exit status: 0 all passed, 1 a scenario or its cleanup failed, 2 usage error or unknown scenario.
 
 Scenarios:
@@ -142,11 +163,17 @@ export function parseCli(
     controlUrl: nonEmpty(values["control-url"]) ?? nonEmpty(env.UP_CONTROL_URL) ?? defaultControlUrl,
     composeFile: nonEmpty(values["compose-file"]),
     jwtSecret: nonEmpty(env.JWT_SECRET) ?? devJwtSecret,
+    jwtPrivateKeyFile: nonEmpty(values["jwt-private-key"]) ?? nonEmpty(env.JWT_PRIVATE_KEY_FILE),
+    tls: values.tls === true || nonEmpty(values.ca) !== undefined || nonEmpty(env.GATEWAY_CA_FILE) !== undefined,
+    caFile: nonEmpty(values.ca) ?? nonEmpty(env.GATEWAY_CA_FILE),
+    certFile: nonEmpty(values.cert),
+    keyFile: nonEmpty(values.key),
     json: values.json ?? false,
     junitFile: nonEmpty(values.junit),
     keep: values.keep ?? false,
     color: values["no-color"] || nonEmpty(env.NO_COLOR) !== undefined ? false : undefined,
   };
+  if ((settings.certFile === undefined) !== (settings.keyFile === undefined)) problems.push("--cert and --key go together");
   if (problems.length > 0) return { kind: "usage-error", message: problems.join("\n") };
   return { kind: "run", settings };
 }
@@ -170,6 +197,11 @@ function parse(argv: readonly string[]) {
       "settle-ms": { type: "string" },
       "control-url": { type: "string" },
       "compose-file": { type: "string" },
+      tls: { type: "boolean" },
+      ca: { type: "string" },
+      cert: { type: "string" },
+      key: { type: "string" },
+      "jwt-private-key": { type: "string" },
       json: { type: "boolean" },
       junit: { type: "string" },
       keep: { type: "boolean" },

@@ -1,5 +1,7 @@
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { createControlClient, type UpTlsState } from "../scripts/up-control-client.js";
 import { type CliSettings, parseCli, usage } from "./cli-options.js";
+import type { ClientTls } from "./client.js";
 import type { ScenarioOptions } from "./context.js";
 import { createTextReporter, formatSummary, toJson, toJunitXml } from "./report.js";
 import { runScenarios } from "./runner.js";
@@ -28,10 +30,43 @@ switch (command.kind) {
     process.exit();
 }
 
+/** What an `npm run up -- --tls` stack reports about its TLS files (`GET /state`), when the CLI controls one. */
+async function upStackTls(settings: CliSettings): Promise<UpTlsState | undefined> {
+  if (settings.composeFile !== undefined) return undefined;
+  try {
+    return (await createControlClient(settings.controlUrl, { timeoutMs: 2000 }).state()).tls;
+  } catch {
+    return undefined;
+  }
+}
+
 async function run(settings: CliSettings): Promise<number> {
   let control: StackControl | undefined;
+  const upTls = await upStackTls(settings);
+  let gatewayTls: ClientTls | undefined;
+  try {
+    gatewayTls = settings.tls
+      ? {
+          ...(settings.caFile !== undefined ? { ca: readFileSync(settings.caFile) } : {}),
+          ...(settings.certFile !== undefined && settings.keyFile !== undefined
+            ? { cert: readFileSync(settings.certFile), key: readFileSync(settings.keyFile) }
+            : {}),
+        }
+      : undefined;
+  } catch (error) {
+    process.stderr.write(`integrationtests: ${(error as Error).message}\n`);
+    return 2;
+  }
+  const instanceTls: ClientTls | undefined =
+    upTls === undefined
+      ? undefined
+      : { ca: readFileSync(upTls.ca), cert: readFileSync(upTls.instanceClient.cert), key: readFileSync(upTls.instanceClient.key) };
+  const tokenSigningKeyFile = settings.jwtPrivateKeyFile ?? upTls?.tokenSigningKey;
   const options: ScenarioOptions = {
     gateway: settings.gateway,
+    ...(gatewayTls !== undefined ? { gatewayTls } : {}),
+    ...(instanceTls !== undefined ? { instanceTls } : {}),
+    ...(tokenSigningKeyFile !== undefined ? { tokenSigningKeyFile } : {}),
     username: settings.username,
     password: settings.password,
     role: settings.role,
@@ -52,7 +87,8 @@ async function run(settings: CliSettings): Promise<number> {
     color: settings.color ?? (progress.isTTY === true && process.env.NO_COLOR === undefined),
   });
   progress.write(
-    `integrationtests → gateway ${settings.gateway} as ${settings.username}; ${settings.instances} instances; ` +
+    `integrationtests → gateway ${settings.gateway}${settings.tls ? ` over TLS${settings.caFile ? ` (CA ${settings.caFile})` : ""}` : ""} as ${settings.username}; ${settings.instances} instances; ` +
+      (tokenSigningKeyFile !== undefined ? `test tokens signed with ${tokenSigningKeyFile}; ` : "") +
       `stack control: ${settings.composeFile !== undefined ? `compose ${settings.composeFile}` : settings.controlUrl}\n`,
   );
   const scenarios = settings.scenarios.map((name) => findScenario(name)).filter((s) => s !== undefined);

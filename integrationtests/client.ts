@@ -12,18 +12,25 @@ export interface OwnedTransport {
   close(): void;
 }
 
-/** `http://host:port` from `host:port` (a URL is taken as is). */
-export function baseUrlFromAddress(address: string): string {
-  return /^https?:\/\//.test(address) ? address : `http://${address}`;
+/** TLS towards a server: the CA its certificate chains to (default the system's), and a client certificate. */
+export interface ClientTls {
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+}
+
+/** `http://host:port` (or `https://` with TLS) from `host:port` (a URL is taken as is). */
+export function baseUrlFromAddress(address: string, tls = false): string {
+  return /^https?:\/\//.test(address) ? address : `${tls ? "https" : "http"}://${address}`;
 }
 
 /**
- * Opens a fresh gRPC (HTTP/2 cleartext) connection to `address`; SPEC 8 wants scenarios on
- * fresh connections, so no scenario shares an HTTP/2 session with another.
+ * Opens a fresh gRPC connection to `address` (HTTP/2 cleartext, or TLS with `tls`); SPEC 8 wants
+ * scenarios on fresh connections, so no scenario shares an HTTP/2 session with another.
  */
-export function createOwnedTransport(address: string): OwnedTransport {
-  const baseUrl = baseUrlFromAddress(address);
-  const sessionManager = new Http2SessionManager(baseUrl);
+export function createOwnedTransport(address: string, tls?: ClientTls): OwnedTransport {
+  const baseUrl = baseUrlFromAddress(address, tls !== undefined);
+  const sessionManager = new Http2SessionManager(baseUrl, undefined, tls ?? {});
   return {
     transport: createGrpcTransport({ baseUrl, sessionManager }),
     close: () => sessionManager.abort(),

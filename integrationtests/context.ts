@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { createOwnedTransport, type MyServiceClient, myServiceClient, type OwnedTransport } from "./client.js";
+import { type ClientTls, createOwnedTransport, type MyServiceClient, myServiceClient, type OwnedTransport } from "./client.js";
 import type { Reporter, StepResult } from "./results.js";
 import type { StackControl } from "./stack-control.js";
 
@@ -20,6 +20,12 @@ export interface ScenarioOptions {
   readonly subscribeIntervalMs: number;
   /** HMAC key used to mint expired or foreign tokens (`JWT_SECRET`). Default the dev secret. */
   readonly jwtSecret: string;
+  /** The stack's token signing key (a PEM private key file), used instead of `jwtSecret` when set. */
+  readonly tokenSigningKeyFile?: string;
+  /** TLS towards the gateway (`--tls`, `--ca`, `--cert`/`--key`); cleartext (h2c) when absent. */
+  readonly gatewayTls?: ClientTls;
+  /** TLS towards instances reached directly (an `npm run up -- --tls` stack); cleartext when absent. */
+  readonly instanceTls?: ClientTls;
   /** How long a scenario waits for a free instance after others were recycled, ms. Default 20,000. */
   readonly capacityWaitMs: number;
   /** Deadline of each unary call, ms. Default 10,000. */
@@ -214,7 +220,7 @@ export class ScenarioContext {
 
   /** A fresh connection to `address` (the gateway or, for direct checks, an instance). */
   transport(address: string): OwnedTransport {
-    const owned = createOwnedTransport(address);
+    const owned = createOwnedTransport(address, address === this.options.gateway ? this.options.gatewayTls : this.options.instanceTls);
     this.transports.push(owned);
     return owned;
   }

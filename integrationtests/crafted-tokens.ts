@@ -1,12 +1,19 @@
-import { issueToken } from "../common/tokens.js";
+import { loadPrivateKeyFile } from "../common/token-keys.js";
+import { issueToken, type SigningKey } from "../common/tokens.js";
 import type { ScenarioContext } from "./context.js";
 
 const hour = 3_600_000;
 
-/** A token signed with the stack's secret (`JWT_SECRET`) that expired an hour ago. */
+/** The stack's signing key: its private key file when one is configured, else `JWT_SECRET`. */
+function stackKey(ctx: ScenarioContext): string | SigningKey {
+  const file = ctx.options.tokenSigningKeyFile;
+  return file === undefined ? ctx.options.jwtSecret : loadPrivateKeyFile(file);
+}
+
+/** A token signed with the stack's key that expired an hour ago. */
 export async function expiredToken(ctx: ScenarioContext, sessionId: string): Promise<string> {
   const { token } = await issueToken(
-    ctx.options.jwtSecret,
+    stackKey(ctx),
     { sub: ctx.options.username, role: ctx.options.role, session_id: sessionId },
     hour,
     Date.now() - 2 * hour,
@@ -37,8 +44,8 @@ export function unsignedToken(ctx: ScenarioContext, sessionId: string): string {
   })}.`;
 }
 
-/** A token for any user, signed with the stack's secret (`JWT_SECRET`), valid for an hour. */
+/** A token for any user, signed with the stack's key, valid for an hour. */
 export async function mintedToken(ctx: ScenarioContext, sub: string, role: string, sessionId: string): Promise<string> {
-  const { token } = await issueToken(ctx.options.jwtSecret, { sub, role, session_id: sessionId }, hour);
+  const { token } = await issueToken(stackKey(ctx), { sub, role, session_id: sessionId }, hour);
   return token;
 }

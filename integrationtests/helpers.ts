@@ -82,8 +82,11 @@ export function checkLoginReply(reply: LoginResponse, expected: { username: stri
   } catch (error) {
     throw new CheckFailure("token is not a JWT", "header.payload.signature", `${reply.token.slice(0, 40)}… (${describeError(error)})`);
   }
-  if (typeof header.alg !== "string" || !/^HS(256|384|512)$/.test(header.alg)) {
-    throw new CheckFailure("token algorithm", "HS256 (an HMAC algorithm)", String(header.alg));
+  if (typeof header.alg !== "string" || !/^(HS256|EdDSA|ES256)$/.test(header.alg)) {
+    throw new CheckFailure("token algorithm", "HS256, EdDSA or ES256 (SPEC 4.1, 12)", String(header.alg));
+  }
+  if (typeof header.kid !== "string" || header.kid === "") {
+    throw new CheckFailure("token key id", "a kid in the header (SPEC 12: rotation)", String(header.kid));
   }
   expectEqual("token claim sub", claims.sub, expected.username);
   expectEqual("token claim session_id", claims.session_id, expected.sessionId);

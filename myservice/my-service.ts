@@ -1,7 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import { authenticateCall, authFailureMessage } from "../common/metadata-auth.js";
-import type { TokenVerifier } from "../common/tokens.js";
+import { type TokenVerifier, tokenFromAuthorization } from "../common/tokens.js";
 import { Health, HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import {
   type EchoRequest,
@@ -23,8 +23,13 @@ export interface MyServiceOptions {
   readonly bootId: string;
   /** Process start, Unix milliseconds. */
   readonly startedAtMs: number;
-  /** Verifies tokens with `JWT_SECRET`. */
+  /** Verifies tokens (HMAC secret, public keys, the gateway's JWKS). */
   readonly verifyToken: TokenVerifier;
+  /**
+   * For a refused token: refreshes the keys when it names an unknown `kid` (a rotation the
+   * JWKS has not shown yet); resolves true when the token deserves another check.
+   */
+  readonly refreshKeysFor?: (token: string) => Promise<boolean>;
   /** Period between Subscribe messages, milliseconds. */
   readonly subscribeIntervalMs: number;
   /** Called once a Shutdown was accepted; the caller exits after the reply is flushed. */
@@ -48,12 +53,16 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
   const state: InstanceState = { sessionId: undefined, shuttingDown: false };
   const healthWatchers = new Set<() => void>();
 
-  function authenticate(context: HandlerContext): string {
-    const result = authenticateCall(
-      context.requestHeader.get("session-id") ?? undefined,
-      context.requestHeader.get("authorization") ?? undefined,
-      options.verifyToken,
-    );
+  async function authenticate(context: HandlerContext): Promise<string> {
+    const sessionIdHeader = context.requestHeader.get("session-id") ?? undefined;
+    const authorization = context.requestHeader.get("authorization") ?? undefined;
+    let result = authenticateCall(sessionIdHeader, authorization, options.verifyToken);
+    if (!result.ok && result.failure === "invalid-token" && options.refreshKeysFor !== undefined) {
+      const token = tokenFromAuthorization(authorization);
+      if (token !== undefined && (await options.refreshKeysFor(token))) {
+        result = authenticateCall(sessionIdHeader, authorization, options.verifyToken);
+      }
+    }
     if (!result.ok) throw new ConnectError(authFailureMessage[result.failure], Code.Unauthenticated);
     return result.sessionId;
   }
@@ -86,12 +95,12 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
   const routes = (router: ConnectRouter) => {
     router.service(MyServiceAPI, {
       async myServiceEcho(request, context) {
-        const sessionId = authenticate(context);
+        const sessionId = await authenticate(context);
         bind(sessionId);
         return echo(request, sessionId, 0, "MyServiceEcho");
       },
       async *myServiceSubscribe(request, context) {
-        const sessionId = authenticate(context);
+        const sessionId = await authenticate(context);
         bind(sessionId);
         for (let index = 0; ; index++) {
           yield echo(request, sessionId, index, "MyServiceSubscribe");
@@ -100,7 +109,7 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
         }
       },
       async myServiceShutdown(_request, context) {
-        const sessionId = authenticate(context);
+        const sessionId = await authenticate(context);
         if (state.sessionId === undefined) throw new ConnectError("Server session is not set", Code.PermissionDenied);
         if (state.sessionId !== sessionId) {
           throw new ConnectError(`Client session mismatch: client=${sessionId}, server=${state.sessionId}`, Code.PermissionDenied);

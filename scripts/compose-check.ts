@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
 import { dirname, posix } from "node:path";
+import { processVariables } from "./process-variables.js";
 import { envDifferences, gatewayEnv, myserviceEnv, type StackSettings, stackDefaults } from "./stack-env.js";
 
 type Doc = Record<string, unknown>;
@@ -51,7 +51,9 @@ function checkEnvInStep(kind: "gateway" | "myservice", env: Map<string, string>,
   for (const key of expected) {
     if (!env.has(key)) problems.push(`${kind}: compose does not set ${key}, which npm run up sets (scripts/stack-env.ts)`);
   }
+  const read = processVariables(kind);
   for (const key of env.keys()) {
+    if (!read.has(key)) problems.push(`${kind}: compose sets ${key}, which the ${kind} does not read`);
     if (!expected.has(key)) {
       problems.push(`${kind}: compose sets ${key}, which npm run up does not (add it to scripts/stack-env.ts, or remove it)`);
     }
@@ -124,18 +126,4 @@ export function checkCompose(doc: unknown): string[] {
   return problems;
 }
 
-/**
- * Parses a compose file with PyYAML (Debian `python3-yaml`, which the `docker-compose` package
- * depends on), as JSON; throws when no Python with PyYAML is found.
- */
-export function loadYaml(file: string): unknown {
-  const program = "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)";
-  for (const python of ["/usr/bin/python3", "python3"]) {
-    const run = spawnSync(python, ["-c", program, file], { encoding: "utf8" });
-    if (run.status === 0) return JSON.parse(run.stdout);
-    if (run.status !== null && !/No module named .?yaml/.test(run.stderr)) {
-      throw new Error(`cannot parse ${file}: ${run.stderr.trim()}`);
-    }
-  }
-  throw new Error("no YAML parser: install Debian's python3-yaml (apt-get install -y docker-compose brings it)");
-}
+export { loadYaml } from "./yaml.js";

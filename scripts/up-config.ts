@@ -44,6 +44,12 @@ export interface UpOptions {
    * passes it; test harnesses run the sources.
    */
   readonly compiled: boolean;
+  /**
+   * `--tls` / `UP_TLS=1`: a local CA, certificates and an Ed25519 token key in `<data-dir>/tls/`;
+   * the gateway serves TLS, instances serve TLS and require the gateway's client certificate,
+   * tokens are signed with the key and instances get its public half only.
+   */
+  readonly tls: boolean;
   /** `--help`. */
   readonly help: boolean;
 }
@@ -85,6 +91,9 @@ Options (environment variable in brackets):
                             on-failure: only after a crash (exit code not 0, or a signal);
                             an instance that exits 0 after its Shutdown stays down until
                             npm run up -- start myservice-N
+  --tls                     everything over TLS [UP_TLS=1]: a local CA, certificates and an
+                            Ed25519 token key in <data-dir>/tls/ (kept across runs); prints
+                            the CA path and a grpcurl -cacert line
   --no-gateway              run the instances only
   --exit-with-stdin         stop when stdin closes (for harnesses that spawn the launcher)
   --compiled                run dist/ (built by npm run build; npm run up passes it)
@@ -135,6 +144,7 @@ export function parseUpOptions(
         "no-gateway": { type: "boolean" },
         "exit-with-stdin": { type: "boolean" },
         compiled: { type: "boolean" },
+        tls: { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -182,6 +192,7 @@ export function parseUpOptions(
     gateway: values["no-gateway"] !== true,
     exitWithStdin: values["exit-with-stdin"] === true,
     compiled: values.compiled === true,
+    tls: values.tls === true || ["1", "true", "yes"].includes((env.UP_TLS ?? "").toLowerCase()),
     help: values.help === true,
   });
 }

@@ -3,7 +3,16 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ControlAction, ProcessInfo, UpState } from "./up-protocol.js";
 
-export type { ControlAction, ControlSignal, ProcessInfo, ProcessKind, ProcessState, RestartPolicy, UpState } from "./up-protocol.js";
+export type {
+  ControlAction,
+  ControlSignal,
+  ProcessInfo,
+  ProcessKind,
+  ProcessState,
+  RestartPolicy,
+  UpState,
+  UpTlsState,
+} from "./up-protocol.js";
 export { allGatewaysName, allInstancesName, controlActions, controlSignals, restartPolicies } from "./up-protocol.js";
 
 /** Repository root (the folder above `scripts/`). */
@@ -11,6 +20,9 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 /** State file written by `npm run up` with default options: `<repo>/data/up-stack.json`. */
 export const defaultStateFile = join(repoRoot, "data", "up-stack.json");
+
+/** Control API of `npm run up` with its default `--control-port`. */
+export const defaultControlUrl = "http://127.0.0.1:10099";
 
 /** A control API reply other than 200, or a reply that is not the expected JSON. */
 export class ControlApiError extends Error {

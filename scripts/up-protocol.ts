@@ -50,6 +50,8 @@ export interface UpState {
   /** Pid of the launcher; the file is left behind after it stops, so check it is alive. */
   readonly launcherPid: number;
   readonly processes: readonly ProcessInfo[];
+  /** With `--tls`: the files of the local PKI and token key (`<data-dir>/tls/`). */
+  readonly tls?: UpTlsState;
 }
 
 /**
@@ -77,3 +79,12 @@ export const allInstancesName = "instances";
  * called exactly that (with several gateways: `gateway-1`, `gateway-2`, ...).
  */
 export const allGatewaysName = "gateway";
+/** Files of a `--tls` stack a local client needs: the CA to trust, and what tests use to reach instances and mint tokens. */
+export interface UpTlsState {
+  /** The local CA's certificate: clients of the gateway trust it (`grpcurl -cacert`, `integrationtests --ca`). */
+  readonly ca: string;
+  /** The Ed25519 private key tokens are signed with (to mint expired or foreign tokens in scenarios). */
+  readonly tokenSigningKey: string;
+  /** A client certificate instances accept (the gateway's), for direct checks of instances. */
+  readonly instanceClient: { readonly cert: string; readonly key: string };
+}

@@ -5,13 +5,22 @@ import { devJwtSecret } from "../common/dev-defaults.js";
 import { dualStackHost } from "../common/listen.js";
 import { builtPath } from "./build-output.js";
 import { createControlServer } from "./control-server.js";
+import { type DevTlsFiles, ensureDevTls } from "./dev-certs.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
 import { pickFreePorts, portProblem } from "./net-util.js";
 import { watchParentPipe, watchParentProcesses } from "./parent-watch.js";
-import { gatewayEnv, myserviceEnv, type StackSettings, stackDefaults } from "./stack-env.js";
+import {
+  gatewayEnv,
+  inheritedTokenVariables,
+  jwksUrlOf,
+  myserviceEnv,
+  type StackSettings,
+  type StackTlsFiles,
+  stackDefaults,
+} from "./stack-env.js";
 import { createSupervisor, type ProcessSpec } from "./supervisor.js";
 import { parseUpOptions, type UpCommand, type UpOptions, UsageError, usage } from "./up-config.js";
-import { ControlApiError, createControlClient, readUpState, repoRoot } from "./up-control-client.js";
+import { ControlApiError, createControlClient, defaultControlUrl, readUpState, repoRoot } from "./up-control-client.js";
 import { allGatewaysName, allInstancesName, type ProcessInfo, type UpState } from "./up-protocol.js";
 
 /** Hard limit for a clean stop of everything before the launcher kills what is left. */
@@ -40,8 +49,10 @@ async function resolvePorts(options: UpOptions) {
   return { gatewayPort, controlPort, instancePorts };
 }
 
-function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string): StackSettings {
+function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string, tls: StackTlsFiles | undefined): StackSettings {
   return {
+    tls,
+    signingKeyFile: tls === undefined && env.JWT_PRIVATE_KEY_FILE ? resolve(env.JWT_PRIVATE_KEY_FILE) : undefined,
     jwtSecret: env.JWT_SECRET || stackDefaults.JWT_SECRET,
     tokenExpiration: env.TOKEN_EXPIRATION || stackDefaults.TOKEN_EXPIRATION,
     leaseIdleTtl: env.LEASE_IDLE_TTL || stackDefaults.LEASE_IDLE_TTL,
@@ -73,13 +84,21 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
       probeHost: "127.0.0.1",
       command: process.execPath,
       args: nodeArgs("myservice/main.ts", options.compiled),
-      env: { ...inherited, ...myserviceEnv(settings, podName, port) },
+      env: {
+        ...without(inherited, inheritedTokenVariables("myservice", settings)),
+        ...myserviceEnv(
+          settings,
+          podName,
+          port,
+          inherited.JWT_PUBLIC_KEY_FILE || inherited.JWT_JWKS_URL ? undefined : jwksUrlOf(ports.gatewayPort),
+        ),
+      },
       cwd: repoRoot,
       restart: options.restart,
     };
   });
   if (options.gateway) {
-    const gatewayInherited = { ...inherited };
+    const gatewayInherited = without(inherited, inheritedTokenVariables("gateway", settings));
     // Discovery is the launcher's list of addresses, not DNS.
     delete gatewayInherited.MYSERVICE_DNS;
     const addresses = ports.instancePorts.map((port) => `127.0.0.1:${port}`);
@@ -98,6 +117,12 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
     });
   }
   return specs;
+}
+
+function without(env: NodeJS.ProcessEnv, names: readonly string[]): NodeJS.ProcessEnv {
+  const copy = { ...env };
+  for (const name of names) delete copy[name];
+  return copy;
 }
 
 /** Where a client on this machine reaches a server listening on `listenHost`. */
@@ -125,7 +150,17 @@ async function main(): Promise<void> {
   mkdirSync(options.dataDir, { recursive: true });
   mkdirSync(dirname(options.stateFile), { recursive: true });
   const ports = await resolvePorts(options);
-  const settings = settingsFrom(process.env, options.dataDir);
+  let tlsFiles: DevTlsFiles | undefined;
+  if (options.tls) {
+    try {
+      tlsFiles = ensureDevTls(options.dataDir);
+    } catch (error) {
+      process.stderr.write(`up: cannot make the TLS files: ${(error as Error).message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+  }
+  const settings = settingsFrom(process.env, options.dataDir, tlsFiles);
   const specs = buildSpecs(options, settings, ports);
 
   const width = Math.max(2, ...specs.map((s) => s.name.length));
@@ -151,7 +186,11 @@ async function main(): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  if (!process.env.JWT_SECRET) {
+  if (tlsFiles !== undefined) {
+    log(`TLS: ${tlsFiles.created ? "made" : "reusing"} a local CA, certificates and an Ed25519 token key in ${dirname(tlsFiles.ca.cert)}`);
+  } else if (settings.signingKeyFile !== undefined) {
+    log(`tokens signed with JWT_PRIVATE_KEY_FILE ${settings.signingKeyFile}; instances verify with the gateway's JWKS`);
+  } else if (!process.env.JWT_SECRET) {
     log(`WARNING: JWT_SECRET is not set; using the development secret from common/dev-defaults.ts.`);
     log(`WARNING: never use it outside development: set JWT_SECRET to a random value of 32+ bytes.`);
   } else if (process.env.JWT_SECRET === devJwtSecret) {
@@ -179,6 +218,9 @@ async function main(): Promise<void> {
     dataDir: options.dataDir,
     launcherPid: process.pid,
     processes: supervisor.list(),
+    ...(tlsFiles !== undefined
+      ? { tls: { ca: tlsFiles.ca.cert, tokenSigningKey: tlsFiles.tokenKey.privateKey, instanceClient: tlsFiles.gatewayClient } }
+      : {}),
   });
   const supervisor = createSupervisor({
     specs,
@@ -258,19 +300,27 @@ function announce(
   }
   const devSecret = settings.jwtSecret === devJwtSecret;
   const port = gatewayAddress.split(":").at(-1);
+  const login = `-d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}'`;
+  const { tls } = settings;
   const listening = settings.gatewayListenHost === dualStackHost ? `[::]:${port} (IPv6 and IPv4)` : `${settings.gatewayListenHost}:${port}`;
-  log(`gateway listening on ${listening} - ready`);
-  log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
-  log(
-    `or:       grpcurl -plaintext -d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}' ` +
-      `${gatewayAddress} my_service.MyServiceAPI/Login`,
-  );
+  log(`gateway listening on ${listening}${tls ? " (TLS)" : ""} - ready`);
+  if (tls === undefined) {
+    log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
+    log(`or:       grpcurl -plaintext ${login} ${gatewayAddress} my_service.MyServiceAPI/Login`);
+  } else {
+    log(`CA:       ${tls.ca.cert}   (trust it to reach https://localhost:${port})`);
+    const control = controlUrl === defaultControlUrl ? "" : ` --control-url ${controlUrl}`;
+    log(`try it:   npx integrationtests all --gateway localhost:${port} --tls --ca ${tls.ca.cert}${control}`);
+    log(`or:       grpcurl -cacert ${tls.ca.cert} ${login} localhost:${port} my_service.MyServiceAPI/Login`);
+    log(`          dashboard https://localhost:${port}/dashboard, keys https://localhost:${port}/.well-known/jwks.json`);
+    log(`tokens:   EdDSA, signed with ${tls.tokenKey.privateKey}; instances hold only ${tls.tokenKey.publicKey}`);
+  }
   const portOption = options.controlPort === 10_099 ? "" : ` --control-port ${controlUrl.split(":").at(-1)}`;
   log(`control:  npm run up -- status${portOption}   (or curl ${controlUrl}/processes)`);
   log(`          npm run up -- restart gateway${portOption}   restarts only the gateway: every session stays on its instance`);
   log("          (Ctrl-C and npm run up again restart the instances too: every session then moves to a new instance)");
   log("edited proto/? npm run generate (or npx buf generate: buf comes with npm install, it is not on PATH)");
-  if (devSecret) log("(tokens are signed with the development JWT secret)");
+  if (devSecret && tls === undefined) log("(tokens are signed with the development JWT secret)");
 }
 
 const commandTimeoutMs = 120_000;

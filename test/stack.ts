@@ -11,7 +11,14 @@ import { devJwtSecret } from "../common/dev-defaults.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { canConnect } from "../scripts/net-util.js";
-import { type ControlAction, createControlClient, type ProcessInfo, repoRoot, type UpState } from "../scripts/up-control-client.js";
+import {
+  type ControlAction,
+  createControlClient,
+  type ProcessInfo,
+  repoRoot,
+  type UpState,
+  type UpTlsState,
+} from "../scripts/up-control-client.js";
 
 export type { ProcessInfo };
 
@@ -33,14 +40,23 @@ export interface StackOptions {
   readonly startTimeoutMs?: number;
   /** More launcher options, e.g. `["--restart", "on-failure"]`. */
   readonly launcherArgs?: readonly string[];
+  /**
+   * `false`: return once the gateway runs and its port accepts connections, without waiting for
+   * it to be ready (for a stack whose instances the gateway must refuse). Default true.
+   */
+  readonly waitReady?: boolean;
+  /** `--tls`: everything over TLS with a local CA and an Ed25519 token key (`npm run up -- --tls`). */
+  readonly tls?: boolean;
 }
 
 /** A running stack of real processes under the launcher (`scripts/up.ts`). */
 export interface Stack {
   /** `127.0.0.1:<port>` of the gateway. */
   readonly gatewayAddress: string;
-  /** `http://127.0.0.1:<port>`, the base URL for Connect/gRPC transports. */
+  /** `http://127.0.0.1:<port>` (`https://` with `tls`), the base URL for Connect/gRPC transports. */
   readonly gatewayUrl: string;
+  /** With `tls`: the CA, the token signing key and the instances' client certificate (`GET /state`). */
+  readonly tls: UpTlsState | undefined;
   /** Base URL of the launcher's control API. */
   readonly controlUrl: string;
   /** Temporary data folder (lease database, state file); removed by `stop()`. */
@@ -113,6 +129,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   args.push("--data-dir", dataDir, "--exit-with-stdin");
   if (!withGateway) args.push("--no-gateway");
   args.push(...(options.launcherArgs ?? []));
+  if (options.tls) args.push("--tls");
   const launcher = spawn(process.execPath, args, { cwd: repoRoot, env, stdio: ["pipe", "pipe", "pipe"] });
   launcher.stdin.on("error", () => {});
   const launcherExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -144,7 +161,15 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
   let state: UpState;
   try {
-    state = await waitUntilReady(launcher, stateFile, instances, withGateway, options.startTimeoutMs ?? 20_000, () => output);
+    state = await waitUntilReady(
+      launcher,
+      stateFile,
+      instances,
+      withGateway,
+      options.startTimeoutMs ?? 20_000,
+      () => output,
+      options.waitReady ?? true,
+    );
   } catch (error) {
     await stop();
     throw error;
@@ -174,7 +199,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     }
     throw new Error(`only ${free} of ${instances} instances became free within ${timeoutMs} ms\nlauncher output (tail):\n${tail(output)}`);
   }
-  if (withGateway && options.waitAllFree !== false) {
+  if (withGateway && options.waitAllFree !== false && options.waitReady !== false) {
     try {
       await waitAllFree(options.startTimeoutMs ?? 20_000);
     } catch (error) {
@@ -199,7 +224,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
 
   return {
     gatewayAddress: state.gateway,
-    gatewayUrl: `http://${state.gateway}`,
+    gatewayUrl: `${state.tls ? "https" : "http"}://${state.gateway}`,
+    tls: state.tls,
     controlUrl: state.controlUrl,
     dataDir,
     jwtSecret: env.JWT_SECRET ?? devJwtSecret,
@@ -232,6 +258,7 @@ async function waitUntilReady(
   withGateway: boolean,
   timeoutMs: number,
   output: () => string,
+  ready: boolean,
 ): Promise<UpState> {
   const deadline = Date.now() + timeoutMs;
   let waitingFor = "the state file";
@@ -250,10 +277,16 @@ async function waitUntilReady(
         .catch(() => []);
       const running = processes.filter((p) => p.kind === "myservice" && p.state === "running").length;
       const gateway = processes.find((p) => p.kind === "gateway");
-      transport ??= createGrpcTransport({ baseUrl: `http://${state.gateway}`, idleConnectionTimeoutMs: 1000 });
+      transport ??= createGrpcTransport({
+        baseUrl: `${state.tls ? "https" : "http"}://${state.gateway}`,
+        idleConnectionTimeoutMs: 1000,
+        ...(state.tls ? { nodeOptions: { ca: await readFile(state.tls.ca) } } : {}),
+      });
       const gatewayUp =
         !withGateway ||
-        (gateway?.state === "running" && (await canConnect(Number(state.gateway.split(":")[1]))) && (await gatewayServing(transport)));
+        (gateway?.state === "running" &&
+          (await canConnect(Number(state.gateway.split(":")[1]))) &&
+          (!ready || (await gatewayServing(transport))));
       if (running === instances && gatewayUp) return state;
       waitingFor = `${running}/${instances} instances running, gateway ${withGateway ? (gateway?.state ?? "?") : "off"}`;
     }

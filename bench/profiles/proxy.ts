@@ -1,5 +1,6 @@
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { type CertFiles, createCa, issueCertificate } from "../../scripts/dev-certs.js";
 import { pickFreePorts } from "../../scripts/net-util.js";
 import { fmt, fmtMB, fmtRatio } from "../format.js";
 import { type BenchSession, echo, echoBody, echoReplyBytes, h2connect, mintSession, paths } from "../grpc.js";
@@ -13,11 +14,21 @@ import type { BenchContext, ProfileResult, Table } from "../types.js";
 type Target = "direct" | "nginx" | "gateway";
 
 /** Concurrency levels: total concurrent streams = connections × streams per connection. */
-const levels = [
+const allLevels = [
   { streams: 1, connections: 1, perConnection: 1 },
   { streams: 16, connections: 2, perConnection: 8 },
   { streams: 128, connections: 8, perConnection: 16 },
 ] as const;
+type Level = (typeof allLevels)[number];
+
+/** How one proxy-path profile runs: cleartext (h2c) everywhere, or TLS on every hop. */
+interface PathSetup {
+  readonly id: string;
+  readonly title: string;
+  readonly levels: readonly Level[];
+  /** TLS files (a CA made for the run): h2load → proxy → instance all over TLS. */
+  readonly tls?: { readonly dir: string; readonly ca: CertFiles; readonly server: CertFiles };
+}
 
 interface Cell {
   reqPerSec: number;
@@ -33,22 +44,53 @@ interface Cell {
  * Profile 1: unary Echo of one leased session, through h2load, straight to the instance,
  * through nginx `grpc_pass`, and through the gateway (auth + lease check included).
  */
-export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
-  const { children, addresses } = await startInstances(1);
+export function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
+  return proxyPath(ctx, { id: "proxy", title: "1. Proxy path", levels: allLevels });
+}
+
+/**
+ * Profile 1b: the same over TLS on every hop — h2load → proxy (TLS front door) → instance
+ * (TLS, the proxy verifies its certificate against a CA made for the run) — beside nginx
+ * `grpc_pass grpcs://`, at 16 and 128 streams.
+ */
+export async function proxyTlsProfile(ctx: BenchContext): Promise<ProfileResult> {
+  const dir = await mkdtemp(join(ctx.tmpDir, "tls-"));
+  const ca = createCa(dir, "ca", "bench CA");
+  const server = issueCertificate(ca, dir, "server", { commonName: "localhost", dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
+  return proxyPath(ctx, {
+    id: "proxy-tls",
+    title: "1b. Proxy path over TLS",
+    levels: [allLevels[1], allLevels[2]],
+    tls: { dir, ca, server },
+  });
+}
+
+async function proxyPath(ctx: BenchContext, setup: PathSetup): Promise<ProfileResult> {
+  const { levels, tls } = setup;
+  const scheme = tls ? "https" : "http";
+  const caPem = tls ? await readFile(tls.ca.cert) : undefined;
+  // The instance and the gateway's front door serve the run's certificate; the gateway checks
+  // the instance against the run's CA (as nginx does), no client certificates.
+  const serverTls: Record<string, string> = tls ? { TLS_CERT_FILE: tls.server.cert, TLS_KEY_FILE: tls.server.key } : {};
+  const { children, addresses } = await startInstances(1, serverTls);
   const instance = children[0]!;
   const backend = addresses[0]!;
   let gateway: BenchGateway | undefined;
   let nginx: Nginx | undefined;
   try {
-    gateway = await startGateway(addresses);
+    gateway = await startGateway(addresses, tls ? { ...serverTls, UPSTREAM_TLS_CA_FILE: tls.ca.cert } : {});
     await new Promise((r) => setTimeout(r, 1000));
     const idleRss = rssBytes(gateway.pid);
     if (ctx.nginx) {
       const [port] = await pickFreePorts(1);
-      nginx = await startNginx(port as number, backend);
+      nginx = await startNginx(
+        port as number,
+        backend,
+        tls ? { cert: tls.server.cert, key: tls.server.key, ca: tls.ca.cert, backendName: "localhost" } : undefined,
+      );
     }
-    const session = await mintSession(`bench-proxy-${process.pid}`);
-    const client = await h2connect(gateway.address);
+    const session = await mintSession(`bench-${setup.id}-${process.pid}`);
+    const client = await h2connect(gateway.address, caPem);
     const reply = await echo(client, session); // leases the instance to the session
     client.close();
     const expectedBytes = echoReplyBytes(reply);
@@ -61,19 +103,16 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
       { name: "gateway", address: gateway.address, pids: () => [gateway!.pid] },
     ];
     // Every target answers this session correctly before the load (h2load cannot read grpc-status).
-    for (const t of targets) await check(t.address, session, reply.podName);
+    for (const t of targets) await check(t.address, session, reply.podName, caPem);
 
-    const counts = ctx.quick ? [300, 1000, 1500] : [1500, 5000, 6000];
-    const run = async (
-      t: (typeof targets)[number],
-      level: (typeof levels)[number],
-      requests: number,
-    ): Promise<Cell & { ok: boolean; why?: string }> => {
+    const countByStreams: Record<number, number> = ctx.quick ? { 1: 300, 16: 1000, 128: 1500 } : { 1: 1500, 16: 5000, 128: 6000 };
+    const counts = levels.map((l) => countByStreams[l.streams] as number);
+    const run = async (t: (typeof targets)[number], level: Level, requests: number): Promise<Cell & { ok: boolean; why?: string }> => {
       const pids = t.pids();
       const cpu0 = pids.reduce((a, p) => a + cpuSeconds(p), 0);
       const back0 = cpuSeconds(instance.pid);
       const r: H2loadResult = await runH2load({
-        url: `http://${t.address}${paths.echo}`,
+        url: `${scheme}://${t.address}${paths.echo}`,
         bodyFile,
         headers: { "content-type": "application/grpc", te: "trailers", ...session.headers },
         requests,
@@ -102,8 +141,8 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
 
     // Warm-up: JIT, connection pools (nginx's upstream keepalive), token caches.
     for (const t of targets) {
-      ctx.progress(`proxy: warm-up ${t.name}`);
-      await run(t, levels[2], ctx.quick ? 1000 : 3000);
+      ctx.progress(`${setup.id}: warm-up ${t.name}`);
+      await run(t, levels.at(-1) as Level, ctx.quick ? 1000 : 3000);
     }
     const raw: Record<string, Cell[]> = {};
     const failures: string[] = [];
@@ -118,13 +157,13 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
           raw[key] ??= [];
           raw[key].push(cell);
           ctx.progress(
-            `proxy: ${level.streams} streams, round ${round}/${ctx.rounds}, ${t.name}: ${fmt(cell.reqPerSec)} calls/s, p50 ${fmt(cell.p50Ms, 2)} ms, p99 ${fmt(cell.p99Ms, 2)} ms${cell.ok ? "" : " (FAILED)"}`,
+            `${setup.id}: ${level.streams} streams, round ${round}/${ctx.rounds}, ${t.name}: ${fmt(cell.reqPerSec)} calls/s, p50 ${fmt(cell.p50Ms, 2)} ms, p99 ${fmt(cell.p99Ms, 2)} ms${cell.ok ? "" : " (FAILED)"}`,
           );
         }
       }
     }
-    for (const t of targets) await check(t.address, session, reply.podName);
-    if (failures.length > 0) throw new Error(`proxy profile: calls failed:\n${failures.join("\n")}`);
+    for (const t of targets) await check(t.address, session, reply.podName, caPem);
+    if (failures.length > 0) throw new Error(`${setup.id} profile: calls failed:\n${failures.join("\n")}`);
 
     const med = (key: string, field: keyof Cell) => median((raw[key] ?? []).map((c) => c[field]));
     const metrics: Record<string, number> = { gatewayIdleRssBytes: idleRss, expectedReplyBytes: expectedBytes };
@@ -164,12 +203,12 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
     }
     const tables: Table[] = [
       {
-        title: "Proxy path: unary Echo, one leased session (medians)",
+        title: `${setup.title}: unary Echo, one leased session (medians)`,
         columns: ["streams", "target", "calls/s", "p50 ms", "p99 ms", "proxy CPU s/1k calls", "instance CPU s/1k calls"],
         rows,
       },
       {
-        title: "Proxy path: ratios in this run",
+        title: `${setup.title}: ratios in this run`,
         columns: [
           "streams",
           "gw/nginx calls/s",
@@ -183,12 +222,17 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
       },
     ];
     return {
-      id: "proxy",
-      title: "1. Proxy path",
+      id: setup.id,
+      title: setup.title,
       tables,
       metrics,
       notes: [
-        `h2load (nghttp2) -n ${counts.join("/")} per run at 1/16/128 streams (1×1, 2 conns × 8, 8 conns × 16), ${ctx.rounds} round(s), targets interleaved, one warm-up run each.`,
+        `h2load (nghttp2) -n ${counts.join("/")} per run at ${levels.map((l) => `${l.streams} (${l.connections}×${l.perConnection})`).join(", ")} streams (connections × streams each), ${ctx.rounds} round(s), targets interleaved, one warm-up run each.`,
+        ...(tls
+          ? [
+              "TLS on every hop: h2load → proxy over TLS (ALPN h2, P-256 certificate of a CA made for the run); proxy → instance over TLS, the instance's certificate verified against that CA (the gateway: UPSTREAM_TLS_CA_FILE; nginx: grpc_pass grpcs:// with grpc_ssl_verify, session reuse); no client certificates. Connections are long-lived, so the figures are of TLS records, not handshakes.",
+            ]
+          : []),
         `Each run checked: every call 2xx and exactly ${expectedBytes} DATA bytes per call (one EchoResponse, so grpc-status 0); real Echo calls through every target before and after.`,
         nginx
           ? "nginx: 1 worker, upstream keepalive 128, keepalive_requests 1e6, grpc timeouts 1h."
@@ -204,8 +248,8 @@ export async function proxyProfile(ctx: BenchContext): Promise<ProfileResult> {
   }
 }
 
-async function check(address: string, session: BenchSession, podName: string): Promise<void> {
-  const client = await h2connect(address);
+async function check(address: string, session: BenchSession, podName: string, ca?: Buffer): Promise<void> {
+  const client = await h2connect(address, ca);
   try {
     for (let i = 0; i < 3; i++) {
       const r = await echo(client, session, `check-${i}`);

@@ -3,7 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
 import { isValidSessionId, maxSessionIdLength } from "../../common/metadata-auth.js";
-import { issueToken, type TokenClaims } from "../../common/tokens.js";
+import { issueToken, type SigningKey, type TokenClaims } from "../../common/tokens.js";
 import { type LoginRequest, type LoginResponse, LoginResponseSchema } from "../../gen/my_service/my_service_pb.js";
 import { messages, retryableError } from "../errors.js";
 import type { LoginThrottle } from "./login-throttle.js";
@@ -12,7 +12,8 @@ import type { UserStore } from "./user-store.js";
 /** Options of `createLogin`. */
 export interface LoginOptions {
   readonly users: UserStore;
-  readonly jwtSecret: string;
+  /** The key tokens are signed with (an HMAC secret's or a private key's). */
+  readonly signingKey: SigningKey;
   /** Token lifetime, milliseconds (`TOKEN_EXPIRATION`). */
   readonly tokenLifetimeMs: number;
   readonly logger: Logger;
@@ -74,7 +75,7 @@ export function createLogin(options: LoginOptions): (request: LoginRequest, peer
     }
     decision?.attempt.succeeded();
     const claims = { sub: user.username, role: user.role, session_id: request.sessionId };
-    const { token, iat, exp } = await issueToken(options.jwtSecret, claims, options.tokenLifetimeMs);
+    const { token, iat, exp } = await issueToken(options.signingKey, claims, options.tokenLifetimeMs);
     options.onIssued?.(token, { ...claims, iat, exp });
     options.onResult?.("ok");
     log.info({ username: user.username, sessionId: request.sessionId }, "login");

@@ -1,7 +1,6 @@
 import type { ClientHttp2Session } from "node:http2";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { Logger } from "../../common/logger.js";
-import { issueToken } from "../../common/tokens.js";
 import {
   HealthCheckRequestSchema,
   HealthCheckResponse_ServingStatus,
@@ -45,8 +44,8 @@ export interface InstancePoolOptions {
   readonly discoveryIntervalMs: number;
   /** Most probes in flight at once. Default 32. */
   readonly probeConcurrency?: number;
-  /** HMAC key, to shut an instance down on a session's behalf (recycling). */
-  readonly jwtSecret: string;
+  /** A token for `sessionId`, to shut an instance down on the session's behalf (recycling; `createSystemTokens`). */
+  readonly systemToken: (sessionId: string) => Promise<string>;
   readonly logger: Logger;
   /** Called when a lease was released by reconciliation (SPEC 4.7). */
   readonly onLeaseReleased?: (lease: Lease, reason: ReleaseReason) => void;
@@ -359,7 +358,7 @@ export class InstancePool {
   private async shutDownFor(address: string, sessionId: string): Promise<boolean> {
     const { logger } = this.options;
     try {
-      const { token } = await issueToken(this.options.jwtSecret, { sub: "gateway", role: "system", session_id: sessionId }, 60_000);
+      const token = await this.options.systemToken(sessionId);
       const conn = this.options.upstream.get(address);
       const reply = await rawUnary(
         conn.session,

@@ -6,12 +6,15 @@ import { GatewayError, messages, toConnectError } from "../errors.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease } from "../leases/lease-store.js";
 import { type ProxiedMethod, type SessionRouter, transferHeaders } from "../routing/session-router.js";
+import { cleartextUpstream, type UpstreamTls } from "./upstream-tls.js";
 
 /** Options of `createConnectProxy`. */
 export interface ConnectProxyOptions {
   readonly router: SessionRouter;
   readonly keeper: LeaseKeeper;
   readonly maxMessageBytes: number;
+  /** Cleartext or TLS to instances (default cleartext). */
+  readonly upstreamTls?: UpstreamTls;
 }
 
 /**
@@ -21,13 +24,17 @@ export interface ConnectProxyOptions {
  */
 export function createConnectProxy(options: ConnectProxyOptions) {
   const clients = new Map<string, Client<typeof MyServiceAPI>>();
+  const upstreamTls = options.upstreamTls ?? cleartextUpstream();
+  // Rotated TLS material: clients made from now on connect with it.
+  upstreamTls.onChange(() => clients.clear());
   const clientFor = (address: string) => {
     let client = clients.get(address);
     if (client === undefined) {
       client = createClient(
         MyServiceAPI,
         createGrpcTransport({
-          baseUrl: `http://${address}`,
+          baseUrl: `${upstreamTls.scheme}//${address}`,
+          nodeOptions: upstreamTls.sessionOptions(address),
           readMaxBytes: options.maxMessageBytes,
           writeMaxBytes: options.maxMessageBytes,
         }),

@@ -254,6 +254,16 @@ class RelayCall {
       return;
     }
     if (this.responded) return; // a Subscribe continuing on a new instance
+    if (this.stream.headersSent || this.stream.destroyed) {
+      // Never expected (only this call answers its stream), but seen once under heavy load with
+      // TLS on both legs: a throw here would take the whole gateway down. End this call instead.
+      this.log().error(
+        { headersSent: this.stream.headersSent, destroyed: this.stream.destroyed, transferred: this.transferred },
+        "relay: the client's stream was answered already; call ended",
+      );
+      this.fail(Code.Internal, messages.internal);
+      return;
+    }
     const out: OutgoingHttpHeaders = { ":status": 200 };
     for (const key in h) {
       if (key.charCodeAt(0) === 58 || key === "content-length" || key === "date") continue;

@@ -1,4 +1,5 @@
 import { type ClientHttp2Session, connect, constants } from "node:http2";
+import { cleartextUpstream, type UpstreamTls } from "./upstream-tls.js";
 
 /** Options of `UpstreamPool`. */
 export interface UpstreamPoolOptions {
@@ -12,6 +13,8 @@ export interface UpstreamPoolOptions {
    * write carries more frames); more connections did not raise throughput here.
    */
   readonly streamsBeforeNewConnection?: number;
+  /** Cleartext (default) or TLS to instances. */
+  readonly tls?: UpstreamTls;
 }
 
 /** One pooled HTTP/2 connection to an instance. */
@@ -50,6 +53,7 @@ export class UpstreamPool {
   private readonly perInstance: number;
   private readonly connectTimeoutMs: number;
   private readonly busyStreams: number;
+  private readonly tls: UpstreamTls;
   private readonly pools = new Map<string, { conns: UpstreamConnection[]; next: number }>();
   private closed = false;
 
@@ -57,6 +61,7 @@ export class UpstreamPool {
     this.perInstance = Math.max(1, options.connectionsPerInstance ?? 2);
     this.connectTimeoutMs = options.connectTimeoutMs ?? 2000;
     this.busyStreams = Math.max(1, options.streamsBeforeNewConnection ?? 32);
+    this.tls = options.tls ?? cleartextUpstream();
   }
 
   /** A live (or connecting) connection to `address`. */
@@ -86,7 +91,8 @@ export class UpstreamPool {
   }
 
   private open(address: string, list: UpstreamConnection[]): UpstreamConnection {
-    const session = connect(`http://${address}`, {
+    const session = connect(`${this.tls.scheme}//${address}`, {
+      ...this.tls.sessionOptions(address),
       settings: { enablePush: false, initialWindowSize: 1 << 20 },
       peerMaxConcurrentStreams: 1000,
     });
@@ -113,7 +119,9 @@ export class UpstreamPool {
         clearTimeout(timer);
         // Nothing listens there (or the process died while we connected).
         const refused = failure?.code === "ECONNREFUSED" || failure?.code === "ECONNRESET";
-        reject(new ConnectFailure(`connection to ${address} failed: ${failure?.message ?? "closed"}`, refused));
+        // A TLS refusal names its reason (e.g. UNABLE_TO_VERIFY_LEAF_SIGNATURE: not signed by the CA).
+        const code = failure?.code !== undefined && !failure.message.includes(failure.code) ? ` (${failure.code})` : "";
+        reject(new ConnectFailure(`connection to ${address} failed: ${failure?.message ?? "closed"}${code}`, refused));
       });
     });
     connected.catch(() => {});

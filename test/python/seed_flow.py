@@ -1,6 +1,7 @@
 """The seed flow of the platform with a client that is not ours: Python grpcio (C core).
 
-Usage: /usr/bin/python3 test/python/seed_flow.py HOST:PORT INSTANCES
+Usage: /usr/bin/python3 test/python/seed_flow.py HOST:PORT INSTANCES [CA_FILE]
+With CA_FILE the channel is TLS, and the gateway's certificate must chain to that CA.
 Four (INSTANCES + 1) clients log in; INSTANCES of them occupy every instance with Echo; the
 last gets RESOURCE_EXHAUSTED "all instances are busy". Then Subscribe, errors, Shutdown.
 Messages are encoded by hand (all fields used are strings, int32 and a Timestamp), so no
@@ -42,7 +43,11 @@ def check(what, condition, detail=""):
 
 def main():
     target, instances = sys.argv[1], int(sys.argv[2])
-    channel = grpc.insecure_channel(target)
+    if len(sys.argv) > 3:
+        with open(sys.argv[3], "rb") as ca:
+            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca.read()))
+    else:
+        channel = grpc.insecure_channel(target)
     ident = lambda b: b
     login = channel.unary_unary(SERVICE + "Login", request_serializer=ident, response_deserializer=ident)
     echo = channel.unary_unary(SERVICE + "MyServiceEcho", request_serializer=ident, response_deserializer=ident)

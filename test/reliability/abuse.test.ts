@@ -11,6 +11,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code } from "@connectrpc/connect";
 import { devJwtSecret } from "../../common/dev-defaults.js";
 import { createLogger } from "../../common/logger.js";
+import { hmacSigningKey } from "../../common/token-keys.js";
 import { createLogin } from "../../gateway/auth/login-service.js";
 import { LoginThrottle } from "../../gateway/auth/login-throttle.js";
 import { loadUserStore } from "../../gateway/auth/user-store.js";
@@ -123,7 +124,7 @@ describe("Login: the same scrypt work for unknown users and wrong passwords", ()
     syncBuiltinESMExports();
     try {
       const users = loadUserStore(join(repoRoot, "gateway", "dev-users.json"));
-      const login = createLogin({ users, jwtSecret: devJwtSecret, tokenLifetimeMs: 60_000, logger });
+      const login = createLogin({ users, signingKey: hmacSigningKey(devJwtSecret), tokenLifetimeMs: 60_000, logger });
       const attempt = async (username: string) => {
         const before = calls.length;
         const started = performance.now();
