@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { hostname } from "node:os";
 import { describe, it } from "node:test";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { ConfigError } from "../common/env.js";
@@ -29,6 +30,8 @@ describe("gateway loadConfig()", () => {
       usersFile: "/etc/gateway/users.json",
       leaseDbPath: "data/leases.db",
       leaseDbSynchronous: "FULL",
+      leaseDbUrl: undefined,
+      gatewayId: `${hostname()}:10000`,
       instanceAddresses: ["127.0.0.1:5000"],
       instanceDns: undefined,
       discoveryIntervalMs: 5_000,
@@ -62,6 +65,8 @@ describe("gateway loadConfig()", () => {
       LEASE_IDLE_TTL: "1h30m",
       LEASE_DB_PATH: "/var/lib/gw/leases.db",
       LEASE_DB_SYNCHRONOUS: "NORMAL",
+      LEASE_DB_URL: "postgresql://gw:secret@db.example:5432/leases",
+      GATEWAY_ID: "gateway-2",
       MYSERVICE_ADDRESSES: " a:1, b.example:2 ,[::1]:3,",
       MYSERVICE_DNS: "myservice:5000",
       DISCOVERY_INTERVAL: "10s",
@@ -79,6 +84,8 @@ describe("gateway loadConfig()", () => {
     assert.equal(config.leaseIdleTtlMs, 5_400_000);
     assert.equal(config.leaseDbPath, "/var/lib/gw/leases.db");
     assert.equal(config.leaseDbSynchronous, "NORMAL");
+    assert.equal(config.leaseDbUrl, "postgresql://gw:secret@db.example:5432/leases");
+    assert.equal(config.gatewayId, "gateway-2");
     assert.deepEqual(config.instanceAddresses, ["a:1", "b.example:2", "[::1]:3"]);
     assert.equal(config.instanceDns, "myservice:5000");
     assert.equal(config.discoveryIntervalMs, 10_000);
@@ -132,6 +139,9 @@ describe("gateway loadConfig()", () => {
       ["MAX_MESSAGE_BYTES", "1023"],
       ["MAX_MESSAGE_BYTES", "4MiB"],
       ["LEASE_DB_SYNCHRONOUS", "OFF"],
+      ["LEASE_DB_URL", "mysql://db:3306/leases"],
+      ["LEASE_DB_URL", "postgres://db.example"],
+      ["GATEWAY_ID", "gateway one"],
       ["LOG_LEVEL", "verbose"],
       ["LOG_FORMAT", "xml"],
       ["MYSERVICE_ADDRESSES", "localhost"],
