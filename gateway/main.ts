@@ -22,7 +22,7 @@ if (config.jwtSecret === devJwtSecret) logger.warn("JWT_SECRET is the developmen
 if (config.leaseDbUrl === undefined && config.leaseDbPath !== ":memory:") mkdirSync(dirname(config.leaseDbPath), { recursive: true });
 
 try {
-  const store = await createLeaseStore(config);
+  const store = await createLeaseStore(config, logger);
   const gateway = createGateway(config, { logger, users, store });
   const port = await gateway.start();
   const leases = await store.leases().then(

@@ -4,10 +4,12 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "../common/logger.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { InstanceService } from "../gen/myservice/instance/v1/instance_pb.js";
 import type { MyServiceConfig } from "./config.js";
 import { createMyServiceRoutes, type InstanceState } from "./my-service.js";
 
 const shutdownPath = `/${MyServiceAPI.typeName}/${MyServiceAPI.method.myServiceShutdown.name}`;
+const recyclePath = `/${InstanceService.typeName}/${InstanceService.method.recycle.name}`;
 
 /** A MyService instance: an HTTP/2 cleartext server, not yet listening. */
 export interface MyServiceServer {
@@ -54,7 +56,7 @@ export function createMyServiceServer(
   });
   // SPEC 4.5: exit only after the Shutdown reply is flushed, i.e. when its stream closes.
   server.on("stream", (stream, headers) => {
-    if (headers[":path"] !== shutdownPath) return;
+    if (headers[":path"] !== shutdownPath && headers[":path"] !== recyclePath) return;
     stream.once("close", () => {
       if (acceptedSession !== undefined) resolveFlushed(acceptedSession);
     });

@@ -7,7 +7,7 @@ import {
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
 } from "../../gen/grpc/health/v1/health_pb.js";
-import { GetStatusResponseSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
+import { GetStatusResponseSchema, RecycleRequestSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
 import type { InstanceRecord, InstanceStatus, Lease, LeaseStore, ReconcileOutcome } from "../leases/lease-store.js";
 import { rawUnary } from "../proxy/raw-unary.js";
 import { ConnectFailure, type UpstreamConnection, type UpstreamPool } from "../proxy/upstream-pool.js";
@@ -15,7 +15,9 @@ import type { Discovery } from "./discovery.js";
 
 const statusPath = "/myservice.instance.v1.InstanceService/GetStatus";
 const healthPath = "/grpc.health.v1.Health/Check";
-const shutdownPath = "/my_service.MyServiceAPI/MyServiceShutdown";
+const recyclePath = "/myservice.instance.v1.InstanceService/Recycle";
+/** Session id named when recycling an instance that holds no session (a fenced one). */
+const noSession = "no-session";
 const emptyRequest = new Uint8Array(0);
 const healthRequest = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "" }));
 
@@ -254,15 +256,19 @@ export class InstancePool {
         );
         this.options.onLeaseReleased?.(outcome.released, "instance-restarted");
       }
-      if (outcome.unknownSession !== undefined && !status.shuttingDown) {
-        // SPEC 4.7: kept out of the pool until recycled; recycle it (at most every 5 s).
+      if ((outcome.unknownSession !== undefined || outcome.fenced) && !status.shuttingDown) {
+        // SPEC 4.7: kept out of the pool until recycled; recycle it (at most every 5 s). A
+        // fenced instance served a lease that ended without a restart (its session never
+        // reached it): it too restarts before anyone else gets it.
         if (Date.now() - state.lastRecycleAt > 5000) {
           state.lastRecycleAt = Date.now();
           logger.warn(
             { address, pod: status.podName, sessionId: outcome.unknownSession },
-            "instance holds a session no lease knows; recycling it",
+            outcome.fenced
+              ? "instance served a lease and never restarted; recycling it"
+              : "instance holds a session no lease knows; recycling it",
           );
-          void this.recycle(address, outcome.unknownSession);
+          void this.recycle(address, outcome.unknownSession ?? noSession);
         }
       }
     } catch (error) {
@@ -349,7 +355,11 @@ export class InstancePool {
     }
   }
 
-  /** Shuts an instance down on `sessionId`'s behalf so its supervisor restarts it clean (SPEC 4.6). */
+  /**
+   * Makes an instance exit on `sessionId`'s behalf so its supervisor restarts it clean (SPEC
+   * 4.6): `InstanceService/Recycle` with a token of role `system`, accepted whether the instance
+   * bound the session or never saw it; refused if it holds another session.
+   */
   async recycle(address: string, sessionId: string): Promise<boolean> {
     const ok = await this.shutDownFor(address, sessionId);
     this.options.onRecycled?.(address, ok);
@@ -363,8 +373,8 @@ export class InstancePool {
       const conn = this.options.upstream.get(address);
       const reply = await rawUnary(
         conn.session,
-        shutdownPath,
-        emptyRequest,
+        recyclePath,
+        toBinary(RecycleRequestSchema, create(RecycleRequestSchema, { sessionId })),
         { authorization: token, "session-id": sessionId },
         this.options.healthTimeoutMs * 2,
       );
