@@ -140,7 +140,7 @@ export class PostgresLeaseStore implements LeaseStore {
   private up = false;
   private closed = false;
   private migrated = false;
-  private reconnecting: Promise<void> | undefined;
+  private reconnecting = false;
   private listener: pg.Client | undefined;
   private backoffMs: number;
   /** Resolves after the first successful connection (and migration), for tests and tools. */
@@ -175,8 +175,9 @@ export class PostgresLeaseStore implements LeaseStore {
 
   /** Starts (once) the loop that connects, migrates and listens, with exponential backoff. */
   private reconnect(): void {
-    if (this.closed) return;
-    this.reconnecting ??= (async () => {
+    if (this.closed || this.reconnecting) return;
+    this.reconnecting = true;
+    void (async () => {
       let attempt = 0;
       while (!this.closed) {
         try {
@@ -200,7 +201,7 @@ export class PostgresLeaseStore implements LeaseStore {
         }
       }
     })().finally(() => {
-      this.reconnecting = undefined;
+      this.reconnecting = false;
     });
   }
 
