@@ -69,6 +69,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
   const keeper = new LeaseKeeper({
     store,
     idleTtlMs: config.leaseIdleTtlMs,
+    // Shared store: another gateway's renewals reach it within one flush period (1 s at most).
+    expireGraceMs: store.engine === "postgres" ? 2 * Math.max(50, Math.min(1000, config.leaseIdleTtlMs / 4)) : 0,
     logger,
     onExpired: (lease) => {
       metrics.leaseExpired();
@@ -99,6 +101,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     failureThreshold: config.healthFailureThreshold,
     discoveryIntervalMs: config.discoveryIntervalMs,
     jwtSecret: config.jwtSecret,
+    membership,
     logger,
     onLeaseReleased: (lease, reason) => {
       metrics.leaseRevoked(reason);

@@ -50,6 +50,13 @@ export interface InstancePoolOptions {
   /** HMAC key, to shut an instance down on a session's behalf (recycling). */
   readonly jwtSecret: string;
   readonly logger: Logger;
+  /**
+   * The live gateways sharing the store (SPEC 10): each instance is probed by one of them only,
+   * chosen by rendezvous hashing of the gateway ids, so the probe load on an instance does not
+   * grow with the number of gateways; a dead gateway's share moves as soon as the membership
+   * drops it. Absent: this gateway probes every instance.
+   */
+  readonly membership?: { readonly id: string; liveIds(): readonly string[] };
   /** Called when a lease was released by reconciliation (SPEC 4.7). */
   readonly onLeaseReleased?: (lease: Lease, reason: ReleaseReason) => void;
   /** Called when an instance is declared dead or comes back. */
@@ -103,12 +110,34 @@ export class InstancePool {
     this.timers.length = 0;
   }
 
-  /** Number of instances this gateway's probes currently see healthy. */
+  /** Number of instances seen healthy: by this gateway's probes, or in the store for the instances others probe. */
   healthyCount(): number {
     let n = 0;
-    for (const address of this.known)
-      if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
+    for (const address of this.known) {
+      if (!this.probesItself(address)) {
+        if (this.records.get(address)?.healthy === true) n++;
+      } else if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
+    }
     return n;
+  }
+
+  /**
+   * True when this gateway probes `address`: the live gateway whose rendezvous score for it is
+   * highest (ties cannot matter: ids are unique). Always true without a membership.
+   */
+  probesItself(address: string): boolean {
+    const membership = this.options.membership;
+    if (membership === undefined) return true;
+    let best = "";
+    let bestScore = -1;
+    for (const id of membership.liveIds()) {
+      const score = rendezvousScore(id, address);
+      if (score > bestScore || (score === bestScore && id > best)) {
+        best = id;
+        bestScore = score;
+      }
+    }
+    return best === "" || best === membership.id;
   }
 
   /** Addresses currently discovered. */
@@ -116,10 +145,12 @@ export class InstancePool {
     return this.known;
   }
 
-  /** True while this gateway's probes declare the instance dead. */
+  /** True while the instance is declared dead: by this gateway's probes, or in the store by the gateway that probes it. */
   isDown(address: string): boolean {
     const state = this.probes.get(address);
-    return state !== undefined && state.consecutiveFailures >= this.options.failureThreshold;
+    if (state !== undefined && state.consecutiveFailures >= this.options.failureThreshold) return true;
+    const record = this.records.get(address);
+    return !this.probesItself(address) && record !== undefined && !record.healthy && record.sessionId !== null;
   }
 
   probeState(address: string): InstanceProbeState | undefined {
@@ -144,8 +175,8 @@ export class InstancePool {
       }
       for (const address of gone) await store.setHealthy(address, false);
     } catch (error) {
-      logger.warn({ err: error }, "lease store unavailable; discovery retried next period");
-      return;
+      // Probe rounds register what the store does not know yet once it is back.
+      logger.warn({ err: error }, "lease store unavailable; instances registered once it is back");
     }
     for (const address of gone) {
       this.probes.delete(address);
@@ -180,7 +211,10 @@ export class InstancePool {
       // once it is back.
       this.options.logger.warn({ err: error }, "lease store unavailable; probing from the last known state");
     }
-    const queue = [...this.known];
+    // Instances added to discovery while the store was down are registered once it is back.
+    const unregistered = this.known.filter((a) => !this.records.has(a));
+    if (unregistered.length > 0) await this.options.store.register(unregistered).catch(() => {});
+    const queue = this.known.filter((a) => this.probesItself(a));
     const worker = async () => {
       for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probe(address);
     };
@@ -406,4 +440,19 @@ function ping(session: ClientHttp2Session, timeoutMs: number): Promise<void> {
       done(error as Error);
     }
   });
+}
+
+/** Rendezvous (highest random weight) score of a gateway for an instance: FNV-1a of both. */
+function rendezvousScore(gatewayId: string, address: string): number {
+  let h = 0x811c9dc5;
+  const text = `${gatewayId}|${address}`;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  // One more mixing round: FNV's low bits alone spread short, similar strings poorly.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b) >>> 0;
+  h ^= h >>> 13;
+  return h >>> 0;
 }
