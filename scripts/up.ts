@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
@@ -134,6 +135,22 @@ function postgresSpec(options: UpOptions, port: number): ProcessSpec {
   };
 }
 
+/**
+ * As root, the server runs as `postgres`, which must be able to enter the data folder: the
+ * launcher lets others traverse (not list) its own data folder; a parent it cannot enter is
+ * reported with a way out.
+ */
+async function postgresCanReach(dataDir: string): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  chmodSync(dataDir, statSync(dataDir).mode | 0o011);
+  const ok = await new Promise<boolean>((done) =>
+    execFile("runuser", ["-u", "postgres", "--", "test", "-x", dataDir], (error) => done(error === null)),
+  );
+  return ok
+    ? undefined
+    : `the postgres user cannot enter ${dataDir} (a parent folder is private): choose --data-dir under /tmp or /var/lib`;
+}
+
 function postgresUser(): { uid: number; gid: number } {
   const line = readFileSync("/etc/passwd", "utf8")
     .split("\n")
@@ -168,6 +185,12 @@ async function main(): Promise<void> {
   if (options.store === "postgres") {
     if (!postgresInstalled()) {
       process.stderr.write("up: --store postgres needs the PostgreSQL server (apt-get install postgresql)\n");
+      process.exitCode = 1;
+      return;
+    }
+    const problem = await postgresCanReach(options.dataDir);
+    if (problem !== undefined) {
+      process.stderr.write(`up: ${problem}\n`);
       process.exitCode = 1;
       return;
     }
