@@ -280,3 +280,41 @@ describe("scale-out: three gateways on one PostgreSQL lease store", { skip }, ()
     await b.api.myServiceShutdown({}, { headers: fresh });
   });
 });
+
+describe("npm run up -- --store postgres --gateways 2 (the launcher's PostgreSQL shape)", { skip }, () => {
+  let stack: Stack;
+  const clients: GatewayClient[] = [];
+  before(async () => {
+    stack = await startStack({ instances: 2, store: "postgres", gateways: 2, startTimeoutMs: 60_000, env: { USERS_FILE: usersFile } });
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await stack?.stop();
+  });
+
+  it("names gateway-1, gateway-2 and postgres in the control API; one session is served by both gateways", async () => {
+    const names = (await stack.processes()).map((p) => `${p.name}:${p.kind}`);
+    assert.deepEqual(names.slice(0, 3), ["postgres:postgres", "gateway-1:gateway", "gateway-2:gateway"]);
+    const [a, b] = stack.gatewayUrls.map((u) => gatewayClient(u)) as [GatewayClient, GatewayClient];
+    clients.push(a, b);
+    const headers = await mintHeaders(stack.jwtSecret, `shape-${Date.now()}`);
+    const first = await a.api.myServiceEcho({ value: "1" }, { headers });
+    assert.equal((await b.api.myServiceEcho({ value: "2" }, { headers })).podName, first.podName);
+  });
+
+  it("restarts PostgreSQL killed through the control API (immediate shutdown), and new sessions are served again", async () => {
+    const [a] = stack.gatewayUrls.map((u) => gatewayClient(u)) as [GatewayClient];
+    clients.push(a);
+    const before = (await stack.processes()).find((p) => p.name === "postgres")!.restarts;
+    await stack.control("postgres", "kill");
+    await stack.waitFor((ps) => ps.some((p) => p.name === "postgres" && p.state === "running" && p.restarts > before), 30_000);
+    const headers = await mintHeaders(stack.jwtSecret, `after-kill-${Date.now()}`);
+    let r: Awaited<ReturnType<typeof outcome>> = { code: -1, message: "" };
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && r.code !== 0) {
+      r = await outcome(a.api.myServiceEcho({ value: "x" }, { headers, timeoutMs: 5000 }));
+      if (r.code !== 0) await sleep(200);
+    }
+    assert.equal(r.code, 0, r.message);
+  });
+});
