@@ -8,6 +8,7 @@ interface ServiceDoc {
   environment: Record<string, string>;
   restart?: string;
   container_name?: string;
+  deploy?: { replicas: number };
 }
 interface ComposeDoc {
   services: Record<"gateway" | "myservice", ServiceDoc>;
