@@ -47,10 +47,10 @@ async function storeAlone(open: () => Promise<LeaseStore>, size: number, cycles:
   const store = await open();
   const addresses = Array.from({ length: size }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:5000`);
   await store.register(addresses);
-  for (let i = 0; i < addresses.length; i += 500) {
+  for (let i = 0; i < addresses.length; i += 50) {
     await Promise.all(
       addresses
-        .slice(i, i + 500)
+        .slice(i, i + 50)
         .map((a, k) =>
           store.recordStatus(a, { podName: `pod-${i + k}`, bootId: "boot-0", sessionId: "", shuttingDown: false }, Date.now() + 1),
         ),

@@ -161,7 +161,15 @@ export class PostgresLeaseStore implements LeaseStore {
       application_name: "mygateway",
       keepAlive: true,
     };
-    this.pool = new pg.Pool({ ...this.clientConfig, max: options.poolSize ?? 4, idleTimeoutMillis: 30_000 });
+    this.pool = new pg.Pool({
+      ...this.clientConfig,
+      max: options.poolSize ?? 4,
+      idleTimeoutMillis: 30_000,
+      // pg-pool counts the wait for a free connection in this bound too: a burst of queries
+      // (a probe round of thousands of instances) queues longer than one connect may take.
+      // An unreachable server is refused at once anyway (`up`).
+      connectionTimeoutMillis: (options.connectTimeoutMs ?? 2000) + (options.statementTimeoutMs ?? 5000) * 2,
+    });
     this.pool.on("error", (error) => this.lost(error));
     this.firstConnection = new Promise((resolve) => {
       this.resolveFirst = resolve;
