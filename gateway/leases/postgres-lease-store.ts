@@ -1,5 +1,6 @@
 import pg from "pg";
 import type { Logger } from "../../common/logger.js";
+import { type InstanceColumns, instanceFromRow, type LeaseColumns, leaseFromRow } from "./lease-rows.js";
 import type {
   AcquireRequest,
   AcquireResult,
@@ -34,56 +35,6 @@ export interface PostgresLeaseStoreOptions {
 /** The store cannot be reached now; the cause is logged, clients see UNAVAILABLE (SPEC 10). */
 export class StoreUnavailableError extends Error {
   override readonly name = "StoreUnavailableError";
-}
-
-interface LeaseRow {
-  session_id: string;
-  instance_address: string;
-  pod_name: string;
-  owner: string;
-  instance_boot_id: string;
-  created_at: string | number;
-  last_activity: string | number;
-  expires_at: string | number;
-}
-
-interface InstanceRow {
-  address: string;
-  pod_name: string;
-  boot_id: string;
-  healthy: boolean;
-  draining: boolean;
-  clean: boolean;
-  session_id: string | null;
-  free_since: string | number;
-  updated_at: string | number;
-}
-
-function leaseFromRow(row: LeaseRow): Lease {
-  return {
-    sessionId: row.session_id,
-    instanceAddress: row.instance_address,
-    podName: row.pod_name,
-    owner: row.owner,
-    instanceBootId: row.instance_boot_id,
-    createdAt: Number(row.created_at),
-    lastActivity: Number(row.last_activity),
-    expiresAt: Number(row.expires_at),
-  };
-}
-
-function instanceFromRow(row: InstanceRow): InstanceRecord {
-  return {
-    address: row.address,
-    podName: row.pod_name,
-    bootId: row.boot_id,
-    healthy: row.healthy,
-    draining: row.draining,
-    clean: row.clean,
-    sessionId: row.session_id,
-    freeSince: Number(row.free_since),
-    updatedAt: Number(row.updated_at),
-  };
 }
 
 /** Errors that mean "the server is not reachable" rather than "this statement failed". */
@@ -308,17 +259,17 @@ export class PostgresLeaseStore implements LeaseStore {
   }
 
   async get(sessionId: string): Promise<Lease | undefined> {
-    const { rows } = await this.query<LeaseRow>(sql.lease, [sessionId]);
+    const { rows } = await this.query<LeaseColumns>(sql.lease, [sessionId]);
     return rows[0] === undefined ? undefined : leaseFromRow(rows[0]);
   }
 
   async leaseOfInstance(address: string): Promise<Lease | undefined> {
-    const { rows } = await this.query<LeaseRow>(sql.leaseOfInstance, [address]);
+    const { rows } = await this.query<LeaseColumns>(sql.leaseOfInstance, [address]);
     return rows[0] === undefined ? undefined : leaseFromRow(rows[0]);
   }
 
   async leases(): Promise<Lease[]> {
-    return (await this.query<LeaseRow>(sql.leases)).rows.map(leaseFromRow);
+    return (await this.query<LeaseColumns>(sql.leases)).rows.map(leaseFromRow);
   }
 
   async countByOwner(owner: string): Promise<number> {
@@ -338,15 +289,15 @@ export class PostgresLeaseStore implements LeaseStore {
       ...(r.avoidAddress !== undefined ? { a: r.avoidAddress } : {}),
       ...(r.maxPerOwner ? { m: r.maxPerOwner } : {}),
     }));
-    const { rows } = await this.query<{ r: { k: string; l?: LeaseRow }[] }>(sql.acquire, [JSON.stringify(payload), this.now()]);
+    const { rows } = await this.query<{ r: { k: string; l?: LeaseColumns }[] }>(sql.acquire, [JSON.stringify(payload), this.now()]);
     return (rows[0]?.r ?? []).map((x): AcquireResult => {
-      if (x.k === "acquired" || x.k === "existing") return { kind: x.k, lease: leaseFromRow(x.l as LeaseRow) };
+      if (x.k === "acquired" || x.k === "existing") return { kind: x.k, lease: leaseFromRow(x.l as LeaseColumns) };
       return { kind: x.k as "busy" | "unavailable" | "user-limit" };
     });
   }
 
   async release(sessionId: string, expectAddress?: string): Promise<Lease | undefined> {
-    const { rows } = await this.query<{ r: LeaseRow | null }>(sql.release, [sessionId, expectAddress ?? null, this.now()]);
+    const { rows } = await this.query<{ r: LeaseColumns | null }>(sql.release, [sessionId, expectAddress ?? null, this.now()]);
     const row = rows[0]?.r;
     return row ? leaseFromRow(row) : undefined;
   }
@@ -359,7 +310,7 @@ export class PostgresLeaseStore implements LeaseStore {
   }
 
   async expire(now: number = this.now()): Promise<Lease[]> {
-    const { rows } = await this.query<{ r: LeaseRow[] }>(sql.expire, [now, now]);
+    const { rows } = await this.query<{ r: LeaseColumns[] }>(sql.expire, [now, now]);
     return (rows[0]?.r ?? []).map(leaseFromRow);
   }
 
@@ -368,7 +319,7 @@ export class PostgresLeaseStore implements LeaseStore {
   }
 
   async recordStatus(address: string, status: InstanceStatus, probeStartedAt: number = this.now()): Promise<ReconcileOutcome> {
-    const { rows } = await this.query<{ r: { released?: LeaseRow; unknown?: string; fenced?: boolean } }>(sql.recordStatus, [
+    const { rows } = await this.query<{ r: { released?: LeaseColumns; unknown?: string; fenced?: boolean } }>(sql.recordStatus, [
       address,
       status.podName,
       status.bootId,
@@ -394,12 +345,12 @@ export class PostgresLeaseStore implements LeaseStore {
   }
 
   async instance(address: string): Promise<InstanceRecord | undefined> {
-    const { rows } = await this.query<InstanceRow>(sql.instance, [address]);
+    const { rows } = await this.query<InstanceColumns>(sql.instance, [address]);
     return rows[0] === undefined ? undefined : instanceFromRow(rows[0]);
   }
 
   async instances(): Promise<InstanceRecord[]> {
-    return (await this.query<InstanceRow>(sql.instances)).rows.map(instanceFromRow);
+    return (await this.query<InstanceColumns>(sql.instances)).rows.map(instanceFromRow);
   }
 
   async heartbeat(member: { readonly id: string; readonly address: string }): Promise<void> {

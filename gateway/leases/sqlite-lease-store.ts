@@ -1,4 +1,5 @@
 import Database from "better-sqlite3";
+import { instanceFromRow, leaseFromRow } from "./lease-rows.js";
 import type {
   AcquireRequest,
   AcquireResult,
@@ -100,33 +101,6 @@ interface MemberRow {
   address: string;
   started_at: number;
   heartbeat_at: number;
-}
-
-function leaseFromRow(row: LeaseRow): Lease {
-  return {
-    sessionId: row.session_id,
-    instanceAddress: row.instance_address,
-    podName: row.pod_name,
-    owner: row.owner,
-    instanceBootId: row.instance_boot_id,
-    createdAt: row.created_at,
-    lastActivity: row.last_activity,
-    expiresAt: row.expires_at,
-  };
-}
-
-function instanceFromRow(row: InstanceRow): InstanceRecord {
-  return {
-    address: row.address,
-    podName: row.pod_name,
-    bootId: row.boot_id,
-    healthy: row.healthy === 1,
-    draining: row.draining === 1,
-    clean: row.clean === 1,
-    sessionId: row.session_id,
-    freeSince: row.free_since,
-    updatedAt: row.updated_at,
-  };
 }
 
 /**
