@@ -262,6 +262,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     router,
     membership,
     async start() {
+      // A shared store connects in the background: give it a moment, so the first discovery
+      // and probe round are written; if it stays down the gateway starts anyway, not ready.
+      for (let waited = 0; !store.available() && waited < 5000; waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       await membership.start();
       await pool.start();
       keeper.start();
