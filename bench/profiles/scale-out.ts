@@ -247,7 +247,9 @@ export async function scaleOutProfile(ctx: BenchContext): Promise<ProfileResult>
 
     // 3. Probe load on an idle pool: CPU of the instances' process with 1 and 2 gateways.
     const probePool = ctx.quick ? 200 : 1000;
-    const sampleMs = ctx.quick ? 3000 : 8000;
+    // Two full-probe periods (HEALTH_FULL_CHECK_INTERVAL 5 s): every window holds the same
+    // number of full probes, whatever its phase.
+    const sampleMs = 10_000;
     for (const n of [1, 2]) {
       const pool = await startLeanInstances(probePool);
       const url = await server.database();
