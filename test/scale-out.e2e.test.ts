@@ -4,6 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Code } from "@connectrpc/connect";
 import pg from "pg";
+import type { EchoResponse } from "../gen/my_service/my_service_pb.js";
 import { type GatewayClient, gatewayClient } from "./e2e-client.js";
 import { postgresSkipReason, stopTempPostgres, type TempPostgres, tempPostgres } from "./lease-store-engines.js";
 import { codeName, countBy, figure, instanceStatus, mintHeaders, outcome, sleep, usersFile } from "./reliability/helpers.js";
@@ -167,14 +168,17 @@ describe("scale-out: three gateways on one PostgreSQL lease store", { skip }, ()
         return { id, headers: await mintHeaders(stack.jwtSecret, id) };
       }),
     );
-    const calls = sessions.map((s, i) =>
-      outcome((i % 2 ? victim : survivor).api.myServiceEcho({ value: s.id }, { headers: s.headers, timeoutMs: 20_000 })).then((r) => ({
-        s,
-        r,
-      })),
-    );
-    await sleep(15);
-    await stack.control("gateway-3", "kill");
+    // New sessions arrive one every few milliseconds, alternating gateways, so both win some;
+    // the kill lands in the middle of the burst.
+    const calls: Promise<{ s: (typeof sessions)[number]; r: Awaited<ReturnType<typeof outcome<EchoResponse>>> }>[] = [];
+    let killed: Promise<unknown> = Promise.resolve();
+    for (const [i, s] of sessions.entries()) {
+      const via = i % 2 ? victim : survivor;
+      calls.push(outcome(via.api.myServiceEcho({ value: s.id }, { headers: s.headers, timeoutMs: 20_000 })).then((r) => ({ s, r })));
+      if (i === 5) killed = stack.control("gateway-3", "kill");
+      await sleep(3);
+    }
+    await killed;
     const results = await Promise.all(calls);
     figure(`scale-out: burst with gateway-3 killed: ${JSON.stringify(countBy(results, ({ r }) => codeName(r.code)))}`);
     const { leases } = await checkPostgres(url);
