@@ -309,7 +309,7 @@ async function main(): Promise<void> {
   if (options.exitWithStdin) watchParentPipe(() => shutdown("stdin closed", 0));
 
   log(
-    `starting ${options.store === "postgres" ? "PostgreSQL, " : ""}${options.gateway ? `${options.gateways} gateway(s) and ` : ""}${options.instances} myservice instance(s); ` +
+    `starting ${options.store === "postgres" ? "PostgreSQL, " : ""}${options.gateway ? (options.gateways === 1 ? "the gateway and " : `${options.gateways} gateways and `) : ""}${options.instances} myservice instance(s); ` +
       `data in ${options.dataDir}; control API ${controlUrl}`,
   );
   supervisor.startAll();
