@@ -1,7 +1,7 @@
 import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Code, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Registry } from "prom-client";
 import type { Logger } from "../common/logger.js";
@@ -14,6 +14,7 @@ import { LoginThrottle } from "./auth/login-throttle.js";
 import type { UserStore } from "./auth/user-store.js";
 import { Membership } from "./cluster/membership.js";
 import type { GatewayConfig } from "./config.js";
+import { GatewayError, toConnectError } from "./errors.js";
 import { createFrontDoor } from "./front-door.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
 import type { LeaseStore } from "./leases/lease-store.js";
@@ -166,8 +167,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     routes,
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
-    // Connect and gRPC-Web MyService* calls; the native relay reports its calls itself.
-    interceptors: [createCallMetricsInterceptor(MyServiceAPI.typeName, metrics.proxiedCall)],
+    // Connect and gRPC-Web MyService* calls; the native relay reports its calls itself. The
+    // outermost interceptor gives every error the client-facing status of SPEC 5 (a store or
+    // driver failure in the admin API included); the cause goes to the log.
+    interceptors: [createErrorInterceptor(logger), createCallMetricsInterceptor(MyServiceAPI.typeName, metrics.proxiedCall)],
     fallback(request, response) {
       if (request.method === "GET" && request.url === "/metrics") {
         metrics.registry.metrics().then(
@@ -293,6 +296,20 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       upstream.close();
       await store.close();
     },
+  };
+}
+
+/** Maps any error to its SPEC 5 status (`toConnectError`); logs the cause of what was not a deliberate refusal. */
+function createErrorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (request) => {
+    try {
+      return await next(request);
+    } catch (error) {
+      if (!(error instanceof ConnectError) && !(error instanceof GatewayError)) {
+        logger.error({ err: error, method: request.method.name }, "call failed");
+      }
+      throw toConnectError(error);
+    }
   };
 }
 

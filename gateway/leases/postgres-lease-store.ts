@@ -35,6 +35,8 @@ export interface PostgresLeaseStoreOptions {
 /** The store cannot be reached now; the cause is logged, clients see UNAVAILABLE (SPEC 10). */
 export class StoreUnavailableError extends Error {
   override readonly name = "StoreUnavailableError";
+  /** Answered UNAVAILABLE `backend service unavailable` (gateway/errors.ts). */
+  readonly transient = true;
 }
 
 /** Errors that mean "the server is not reachable" rather than "this statement failed". */
