@@ -73,6 +73,33 @@ export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[
     (v) => v >= 1500,
     (v) => `${fmt(v)}/s`,
   );
+  // Issue 12 (scale-out): PostgreSQL beside SQLite.
+  add(
+    "allocations through 2 gateways on one PostgreSQL (synchronous_commit=on, lean pool) ≥ 1,200/s",
+    metric(results, "scale-out", "postgres-2gw.sessionsPerSec"),
+    (v) => v >= 1200,
+    (v) => `${fmt(v)}/s`,
+  );
+  add(
+    "leased Echo p50 on PostgreSQL ≤ 1.1× SQLite at 1 stream",
+    metric(results, "scale-out", "leasedEchoP50RatioPgToSqlite"),
+    (v) => v <= 1.1,
+    fmtRatio,
+  );
+  for (const engine of ["sqlite", "postgres"]) {
+    add(
+      `acquire p99 at 10,000 instances ≤ 1.5× at 3 (${engine})`,
+      metric(results, "scale-out", `${engine}.acquireP99Ratio10kTo3`),
+      (v) => v <= 1.5,
+      fmtRatio,
+    );
+  }
+  add(
+    "probe load per instance with 2 gateways ≤ 1.1× with 1",
+    metric(results, "scale-out", "probeLoadRatio2To1"),
+    (v) => v <= 1.1,
+    fmtRatio,
+  );
   const streams = metric(results, "streams", "streams");
   add(
     "1,000 open streams through the gateway < 200 MB RSS",

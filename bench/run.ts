@@ -14,13 +14,14 @@ import { footprintProfile } from "./profiles/footprint.js";
 import { leaseStoreProfile } from "./profiles/lease-store.js";
 import { loginProfile } from "./profiles/login.js";
 import { proxyProfile, proxyTlsProfile } from "./profiles/proxy.js";
+import { scaleOutProfile } from "./profiles/scale-out.js";
 import { streamsProfile } from "./profiles/streams.js";
 import { tokenKeysProfile } from "./profiles/token-keys.js";
 import { evaluateTargets, renderMarkdown, renderSvg, renderText } from "./report.js";
 import { gatewayNodeArgs } from "./stack.js";
 import type { BenchContext, ProfileResult } from "./types.js";
 
-const usage = `usage: npm run bench -- [--quick] [--rounds N] [--only proxy,proxy-tls,streams,allocation,token-keys,lease-store,login,footprint] [--gateway-node-args "--cpu-prof ..."]`;
+const usage = `usage: npm run bench -- [--quick] [--rounds N] [--only proxy,proxy-tls,streams,allocation,token-keys,lease-store,login,footprint,scale-out] [--gateway-node-args "--cpu-prof ..."]`;
 
 const allProfiles = {
   proxy: proxyProfile,
@@ -31,6 +32,7 @@ const allProfiles = {
   "lease-store": leaseStoreProfile,
   login: loginProfile,
   footprint: footprintProfile,
+  "scale-out": scaleOutProfile,
 } as const;
 type ProfileId = keyof typeof allProfiles;
 

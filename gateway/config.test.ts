@@ -36,6 +36,8 @@ describe("gateway loadConfig()", () => {
       leaseDbPath: "data/leases.db",
       leaseDbSynchronous: "FULL",
       leaseDbUrl: undefined,
+      leaseDbPoolSize: 4,
+      leaseDbStatementTimeoutMs: 5_000,
       gatewayId: `${hostname()}:10000`,
       instanceAddresses: ["127.0.0.1:5000"],
       instanceDns: undefined,
@@ -71,6 +73,10 @@ describe("gateway loadConfig()", () => {
       LEASE_IDLE_TTL: "1h30m",
       LEASE_DB_PATH: "/var/lib/gw/leases.db",
       LEASE_DB_SYNCHRONOUS: "NORMAL",
+      LEASE_DB_URL: "postgresql://gw:secret@db.example:5432/leases",
+      GATEWAY_ID: "gateway-2",
+      LEASE_DB_POOL_SIZE: "8",
+      LEASE_DB_STATEMENT_TIMEOUT: "2s",
       MYSERVICE_ADDRESSES: " a:1, b.example:2 ,[::1]:3,",
       MYSERVICE_DNS: "myservice:5000",
       DISCOVERY_INTERVAL: "10s",
@@ -89,6 +95,10 @@ describe("gateway loadConfig()", () => {
     assert.equal(config.leaseIdleTtlMs, 5_400_000);
     assert.equal(config.leaseDbPath, "/var/lib/gw/leases.db");
     assert.equal(config.leaseDbSynchronous, "NORMAL");
+    assert.equal(config.leaseDbUrl, "postgresql://gw:secret@db.example:5432/leases");
+    assert.equal(config.gatewayId, "gateway-2");
+    assert.equal(config.leaseDbPoolSize, 8);
+    assert.equal(config.leaseDbStatementTimeoutMs, 2_000);
     assert.deepEqual(config.instanceAddresses, ["a:1", "b.example:2", "[::1]:3"]);
     assert.equal(config.instanceDns, "myservice:5000");
     assert.equal(config.discoveryIntervalMs, 10_000);
@@ -145,6 +155,11 @@ describe("gateway loadConfig()", () => {
       ["MAX_HEADER_BYTES", "1023"],
       ["MAX_HEADER_BYTES", "2000000"],
       ["LEASE_DB_SYNCHRONOUS", "OFF"],
+      ["LEASE_DB_URL", "mysql://db:3306/leases"],
+      ["LEASE_DB_URL", "postgres://db.example"],
+      ["GATEWAY_ID", "gateway one"],
+      ["LEASE_DB_POOL_SIZE", "0"],
+      ["LEASE_DB_STATEMENT_TIMEOUT", "10ms"],
       ["LOG_LEVEL", "verbose"],
       ["LOG_FORMAT", "xml"],
       ["MYSERVICE_ADDRESSES", "localhost"],

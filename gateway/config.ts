@@ -58,6 +58,10 @@ export interface GatewayConfig {
    * PostgreSQL lease store shared by several gateways (SPEC 10); unset = SQLite at `LEASE_DB_PATH`.
    */
   readonly leaseDbUrl: string | undefined;
+  /** `LEASE_DB_POOL_SIZE`: most PostgreSQL connections of the query pool (one more listens). Default 4. */
+  readonly leaseDbPoolSize: number;
+  /** `LEASE_DB_STATEMENT_TIMEOUT`: PostgreSQL `statement_timeout` of every statement, milliseconds. Default 5s. */
+  readonly leaseDbStatementTimeoutMs: number;
   /**
    * `GATEWAY_ID`: this gateway's name among the gateways sharing the lease store (membership,
    * logs). Default `<hostname>:<SERVICE_PORT_GRPC>`.
@@ -181,6 +185,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
     leaseDbPath: r.string("LEASE_DB_PATH", "data/leases.db"),
     leaseDbSynchronous: r.oneOf("LEASE_DB_SYNCHRONOUS", "FULL", ["FULL", "NORMAL"]),
     leaseDbUrl,
+    leaseDbPoolSize: r.integer("LEASE_DB_POOL_SIZE", 4, 1, 100),
+    leaseDbStatementTimeoutMs: r.duration("LEASE_DB_STATEMENT_TIMEOUT", 5 * second, 100, 10 * minute),
     gatewayId,
     instanceAddresses,
     instanceDns,

@@ -5,7 +5,7 @@ import { anyUnpack, durationMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { RetryInfoSchema } from "../gen/google/rpc/error_details_pb.js";
 import { StatusSchema } from "../gen/google/rpc/status_pb.js";
-import { busyError, messages, retryTrailers, toConnectError, unavailableError } from "./errors.js";
+import { busyError, grpcStatusOf, messages, retryTrailers, toConnectError, unavailableError } from "./errors.js";
 
 describe("retry hints", () => {
   it("retryTrailers: grpc-status-details-bin is a google.rpc.Status with the code, message and a RetryInfo", () => {
@@ -38,5 +38,16 @@ describe("retry hints", () => {
 
     const upstream = new ConnectError("Server session is not set", Code.PermissionDenied);
     assert.equal(toConnectError(upstream), upstream, "an instance's error passes unchanged");
+  });
+});
+
+describe("grpcStatusOf()", () => {
+  it("answers a transient dependency failure UNAVAILABLE and anything unexpected INTERNAL, never with the cause's text", () => {
+    const transient = Object.assign(new Error("connect ECONNREFUSED 10.0.0.9:5432"), { transient: true as const });
+    assert.deepEqual(grpcStatusOf(transient), { code: Code.Unavailable, message: "backend service unavailable" });
+    assert.deepEqual(grpcStatusOf(new Error('relation "leases" does not exist')), { code: Code.Internal, message: "internal error" });
+    const converted = toConnectError(transient);
+    assert.equal(converted.rawMessage, "backend service unavailable");
+    assert.equal(converted.cause, transient, "the cause stays for the log");
   });
 });

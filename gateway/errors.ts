@@ -45,10 +45,23 @@ export const unavailableError = (cause?: unknown) => new GatewayError(Code.Unava
  */
 export const statusDetailFiles: readonly DescFile[] = [file_google_rpc_status, file_google_rpc_error_details];
 
+/**
+ * A failure of a dependency that may pass (the lease store unreachable): errors that carry
+ * `transient: true` are answered UNAVAILABLE `backend service unavailable`.
+ */
+export interface TransientFailure {
+  readonly transient: true;
+}
+
+function isTransient(reason: unknown): reason is TransientFailure {
+  return typeof reason === "object" && reason !== null && (reason as { transient?: unknown }).transient === true;
+}
+
 /** gRPC status (code + message) for any thrown value: the one mapping of the gateway. */
 export function grpcStatusOf(reason: unknown): { code: Code; message: string } {
   if (reason instanceof GatewayError) return { code: reason.code, message: reason.clientMessage };
   if (reason instanceof ConnectError) return { code: reason.code, message: reason.rawMessage };
+  if (isTransient(reason)) return { code: Code.Unavailable, message: messages.unavailable };
   return { code: Code.Internal, message: messages.internal };
 }
 

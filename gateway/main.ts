@@ -35,7 +35,7 @@ if (material.tls !== undefined)
 if (config.upstreamTls !== undefined)
   logger.info({ serverName: config.upstreamTls.serverName, mtls: config.upstreamTls.certFile !== undefined }, "TLS to instances");
 try {
-  const store = await createLeaseStore(config);
+  const store = await createLeaseStore(config, logger);
   const gateway = createGateway(config, { logger, users, store, material });
   const { address, port } = await gateway.start();
   const leases = await store.leases().then(

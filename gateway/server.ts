@@ -2,7 +2,7 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import type * as tls from "node:tls";
-import { Code, type ConnectRouter } from "@connectrpc/connect";
+import { Code, ConnectError, type ConnectRouter, type Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Registry } from "prom-client";
 import { closeStalledHeaderBlocks, refuseOversizedHeaders } from "../common/header-limits.js";
@@ -21,7 +21,7 @@ import { createSystemTokens } from "./auth/system-tokens.js";
 import type { UserStore } from "./auth/user-store.js";
 import { Membership } from "./cluster/membership.js";
 import type { GatewayConfig } from "./config.js";
-import { statusDetailFiles } from "./errors.js";
+import { GatewayError, statusDetailFiles, toConnectError } from "./errors.js";
 import { createFrontDoor } from "./front-door.js";
 import { type KeyMaterial, upstreamTlsVariables } from "./key-material.js";
 import { LeaseKeeper } from "./leases/lease-keeper.js";
@@ -87,6 +87,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
   const keeper = new LeaseKeeper({
     store,
     idleTtlMs: config.leaseIdleTtlMs,
+    // Shared store: another gateway's renewals reach it within one flush period (1 s at most).
+    expireGraceMs: store.engine === "postgres" ? 2 * Math.max(50, Math.min(1000, config.leaseIdleTtlMs / 4)) : 0,
     logger,
     onExpired: (lease) => {
       metrics.leaseExpired();
@@ -117,6 +119,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     failureThreshold: config.healthFailureThreshold,
     discoveryIntervalMs: config.discoveryIntervalMs,
     systemToken: createSystemTokens(material.signing),
+    membership,
     logger,
     onLeaseReleased: (lease, reason) => {
       metrics.leaseRevoked(reason);
@@ -187,8 +190,10 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     }),
     readMaxBytes: config.maxMessageBytes,
     writeMaxBytes: config.maxMessageBytes,
-    // Connect and gRPC-Web MyService* calls; the native relay reports its calls itself.
-    interceptors: [createCallMetricsInterceptor(MyServiceAPI.typeName, metrics.proxiedCall)],
+    // Connect and gRPC-Web MyService* calls; the native relay reports its calls itself. The
+    // outermost interceptor gives every error the client-facing status of SPEC 5 (a store or
+    // driver failure in the admin API included); the cause goes to the log.
+    interceptors: [createErrorInterceptor(logger), createCallMetricsInterceptor(MyServiceAPI.typeName, metrics.proxiedCall)],
     fallback(request, response) {
       if (request.method === "GET" && request.url === "/metrics") {
         metrics.registry.metrics().then(
@@ -307,6 +312,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     router,
     membership,
     async start() {
+      // A shared store connects in the background: give it a moment, so the first discovery
+      // and probe round are written; if it stays down the gateway starts anyway, not ready.
+      for (let waited = 0; !store.available() && waited < 5000; waited += 50) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
       await membership.start();
       await pool.start();
       keeper.start();
@@ -354,6 +364,19 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
 
 /** Where the gateway publishes its public token keys (JWKS, RFC 7517). */
 export const jwksPath = "/.well-known/jwks.json";
+/** Maps any error to its SPEC 5 status (`toConnectError`); logs the cause of what was not a deliberate refusal. */
+function createErrorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (request) => {
+    try {
+      return await next(request);
+    } catch (error) {
+      if (!(error instanceof ConnectError) && !(error instanceof GatewayError)) {
+        logger.error({ err: error, method: request.method.name }, "call failed");
+      }
+      throw toConnectError(error);
+    }
+  };
+}
 
 /** Login's peer address comes from the socket only: a client-sent value is overwritten. */
 function setPeer(headers: http.IncomingHttpHeaders, remoteAddress: string | undefined): void {

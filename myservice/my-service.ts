@@ -10,7 +10,10 @@ import {
   MyServiceAPI,
   ShutdownResponseSchema,
 } from "../gen/my_service/my_service_pb.js";
-import { GetStatusResponseSchema, InstanceService } from "../gen/myservice/instance/v1/instance_pb.js";
+import { GetStatusResponseSchema, InstanceService, RecycleResponseSchema } from "../gen/myservice/instance/v1/instance_pb.js";
+
+/** Role of the tokens gateways issue for themselves (recycling): only they may call Recycle. */
+export const systemRole = "system";
 
 /** Value of `server_value` in every EchoResponse (SPEC 4.9). */
 export const serverValue = "my_service";
@@ -32,7 +35,7 @@ export interface MyServiceOptions {
   readonly refreshKeysFor?: (token: string) => Promise<boolean>;
   /** Period between Subscribe messages, milliseconds. */
   readonly subscribeIntervalMs: number;
-  /** Called once a Shutdown was accepted; the caller exits after the reply is flushed. */
+  /** Called once a Shutdown or Recycle was accepted; the caller exits after the reply is flushed. */
   readonly onShutdown: (sessionId: string) => void;
 }
 
@@ -88,6 +91,13 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
     });
   }
 
+  function beginShutdown(sessionId: string): void {
+    if (state.shuttingDown) return;
+    state.shuttingDown = true;
+    for (const notify of healthWatchers) notify();
+    options.onShutdown(sessionId);
+  }
+
   function servingStatus() {
     return state.shuttingDown ? HealthCheckResponse_ServingStatus.NOT_SERVING : HealthCheckResponse_ServingStatus.SERVING;
   }
@@ -114,11 +124,7 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
         if (state.sessionId !== sessionId) {
           throw new ConnectError(`Client session mismatch: client=${sessionId}, server=${state.sessionId}`, Code.PermissionDenied);
         }
-        if (!state.shuttingDown) {
-          state.shuttingDown = true;
-          for (const notify of healthWatchers) notify();
-          options.onShutdown(sessionId);
-        }
+        beginShutdown(sessionId);
         return create(ShutdownResponseSchema, {
           podName: options.podName,
           serverSessionId: state.sessionId,
@@ -129,6 +135,21 @@ export function createMyServiceRoutes(options: MyServiceOptions): {
       },
     });
     router.service(InstanceService, {
+      recycle(request, context) {
+        const result = authenticateCall(
+          context.requestHeader.get("session-id") ?? undefined,
+          context.requestHeader.get("authorization") ?? undefined,
+          options.verifyToken,
+        );
+        if (!result.ok) throw new ConnectError(authFailureMessage[result.failure], Code.Unauthenticated);
+        if (result.claims.role !== systemRole) throw new ConnectError(`role ${systemRole} required`, Code.PermissionDenied);
+        if (request.sessionId !== result.sessionId) throw new ConnectError("session_id differs from session-id", Code.InvalidArgument);
+        if (state.sessionId !== undefined && state.sessionId !== request.sessionId) {
+          throw new ConnectError(`bound to another session (${state.sessionId})`, Code.FailedPrecondition);
+        }
+        beginShutdown(request.sessionId);
+        return create(RecycleResponseSchema, { podName: options.podName });
+      },
       getStatus() {
         return create(GetStatusResponseSchema, {
           podName: options.podName,

@@ -9,10 +9,12 @@ import { type ServerTlsMaterial, serverOptions, type TlsServerConfig } from "../
 import type { VerificationKey } from "../common/token-keys.js";
 import { createTokenVerifier } from "../common/tokens.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
+import { InstanceService } from "../gen/myservice/instance/v1/instance_pb.js";
 import type { JwksClient } from "./jwks-client.js";
 import { createMyServiceRoutes, type InstanceState } from "./my-service.js";
 
 const shutdownPath = `/${MyServiceAPI.typeName}/${MyServiceAPI.method.myServiceShutdown.name}`;
+const recyclePath = `/${InstanceService.typeName}/${InstanceService.method.recycle.name}`;
 
 /** Options of `createMyServiceServer`. */
 export interface MyServiceServerOptions {
@@ -107,7 +109,7 @@ export function createMyServiceServer(config: MyServiceServerOptions, logger: Lo
   });
   // SPEC 4.5: exit only after the Shutdown reply is flushed, i.e. when its stream closes.
   server.on("stream", (stream, headers) => {
-    if (headers[":path"] !== shutdownPath) return;
+    if (headers[":path"] !== shutdownPath && headers[":path"] !== recyclePath) return;
     stream.once("close", () => {
       if (acceptedSession !== undefined) resolveFlushed(acceptedSession);
     });

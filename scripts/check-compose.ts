@@ -1,9 +1,10 @@
 import { resolve } from "node:path";
-import { checkCompose, loadYaml } from "./compose-check.js";
+import { checkCompose, checkComposePostgres, loadYaml } from "./compose-check.js";
 
 const file = resolve(process.argv[2] ?? "compose.yaml");
 try {
-  const problems = checkCompose(loadYaml(file));
+  const doc = loadYaml(file);
+  const problems = /postgres/.test(file) ? checkComposePostgres(doc) : checkCompose(doc);
   if (problems.length > 0) {
     process.stderr.write(`check-compose: ${file}:\n${problems.map((p) => `  - ${p}`).join("\n")}\n`);
     process.exit(1);

@@ -44,10 +44,16 @@ function publishes(service: Doc, port: number): boolean {
   });
 }
 
-function checkEnvInStep(kind: "gateway" | "myservice", env: Map<string, string>, problems: string[]): void {
+/** Which form a compose file is: `compose.yaml` (one gateway, SQLite) or `compose.postgres.yaml` (SPEC 10). */
+export type ComposeForm = "sqlite" | "postgres";
+
+function checkEnvInStep(kind: "gateway" | "myservice", env: Map<string, string>, problems: string[], form: ComposeForm = "sqlite"): void {
   const launcher = Object.keys(kind === "gateway" ? gatewayEnv(sampleSettings, 1, ["a:1"]) : myserviceEnv(sampleSettings, "p", 1));
-  const { launcherOnly, composeOnly } = envDifferences[kind];
-  const expected = new Set([...launcher.filter((k) => !(launcherOnly as readonly string[]).includes(k)), ...composeOnly]);
+  const differences = envDifferences[kind];
+  // The PostgreSQL form: the store is LEASE_DB_URL (the launcher adds it with --store postgres), no file.
+  const launcherOnly = [...differences.launcherOnly, ...(form === "postgres" && kind === "gateway" ? ["LEASE_DB_PATH"] : [])];
+  const composeOnly = [...differences.composeOnly, ...(form === "postgres" && kind === "gateway" ? ["LEASE_DB_URL"] : [])];
+  const expected = new Set([...launcher.filter((k) => !launcherOnly.includes(k)), ...composeOnly]);
   for (const key of expected) {
     if (!env.has(key)) problems.push(`${kind}: compose does not set ${key}, which npm run up sets (scripts/stack-env.ts)`);
   }
@@ -123,6 +129,37 @@ export function checkCompose(doc: unknown): string[] {
   checkEnvInStep("myservice", environmentOf(myservice), problems);
   checkGateway(gateway, doc, environmentOf(myservice), problems);
   checkMyservice(myservice, problems);
+  return problems;
+}
+
+/**
+ * Checks the PostgreSQL form (SPEC 10, 13): a `postgres` service, at least two gateway replicas
+ * sharing it through `LEASE_DB_URL` behind one published port (`front`), the instances as in
+ * `compose.yaml`, and every variable in step with `npm run up -- --store postgres`.
+ */
+export function checkComposePostgres(doc: unknown): string[] {
+  if (!isObject(doc) || !isObject(doc.services)) return ["compose file has no services:"];
+  const { gateway, myservice, postgres, front } = doc.services;
+  const problems: string[] = [];
+  for (const [name, service] of Object.entries({ gateway, myservice, postgres, front })) {
+    if (!isObject(service)) problems.push(`no ${name} service`);
+  }
+  if (!isObject(gateway) || !isObject(myservice) || !isObject(postgres) || !isObject(front)) return problems;
+  const env = environmentOf(gateway);
+  checkEnvInStep("gateway", env, problems, "postgres");
+  checkEnvInStep("myservice", environmentOf(myservice), problems, "postgres");
+  checkMyservice(myservice, problems);
+  if (!/^postgres(ql)?:\/\/[^@]+@postgres:5432\/\w+$/.test(env.get("LEASE_DB_URL") ?? "")) {
+    problems.push("gateway: LEASE_DB_URL must name the postgres service (postgres://user:password@postgres:5432/db)");
+  }
+  if (env.has("GATEWAY_ID")) problems.push("gateway: no GATEWAY_ID (replicas; the default <container id>:<port> is unique)");
+  const replicas = isObject(gateway.deploy) ? Number(gateway.deploy.replicas) : 1;
+  if (!(replicas >= 2)) problems.push("gateway: deploy.replicas must be at least 2 (SPEC 13)");
+  if (gateway.ports !== undefined) problems.push("gateway: replicas publish no ports; front publishes 10000");
+  if (!publishes(front, 10000)) problems.push('front: port 10000 must be published ("10000:10000")');
+  if (env.get("MYSERVICE_DNS") !== `myservice:${environmentOf(myservice).get("SERVICE_PORT_GRPC")}`) {
+    problems.push("gateway: MYSERVICE_DNS must name the myservice service");
+  }
   return problems;
 }
 

@@ -27,6 +27,13 @@ export interface ProcessSpec {
   readonly cwd: string;
   /** What happens when the process ends by itself (see `RestartPolicy`). Default `always`. */
   readonly restart?: RestartPolicy;
+  /** Run as this user and group (PostgreSQL refuses to run as root). */
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Signal of a clean stop. Default SIGTERM (PostgreSQL: SIGINT, its fast shutdown). */
+  readonly stopSignal?: NodeJS.Signals;
+  /** Signal of the control API's kill. Default SIGKILL (PostgreSQL: SIGQUIT, its immediate shutdown). */
+  readonly killSignal?: NodeJS.Signals;
 }
 
 /** Restart delays; all in milliseconds. */
@@ -149,7 +156,13 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     clearRestart(m);
     if (shuttingDown || m.held || m.child !== undefined) return;
     const { spec } = m;
-    const child = spawn(spec.command, [...spec.args], { cwd: spec.cwd, env: spec.env, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(spec.command, [...spec.args], {
+      cwd: spec.cwd,
+      env: spec.env,
+      stdio: ["pipe", "pipe", "pipe"],
+      ...(spec.uid !== undefined ? { uid: spec.uid } : {}),
+      ...(spec.gid !== undefined ? { gid: spec.gid } : {}),
+    });
     m.child = child;
     m.startedAtMs = Date.now();
     m.becameReady = false;
@@ -238,7 +251,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
     const child = m.child;
     if (child === undefined) return;
     const exited = waitExit(m, stopTimeoutMs + 2000);
-    child.kill("SIGTERM");
+    child.kill(m.spec.stopSignal ?? "SIGTERM");
     // A process paused with SIGSTOP handles SIGTERM only once continued.
     child.kill("SIGCONT");
     const timer = setTimeout(() => {
@@ -280,7 +293,7 @@ export function createSupervisor(options: SupervisorOptions): Supervisor {
       const m = get(name);
       if (m.child === undefined) return;
       const exited = waitExit(m, 2000);
-      m.child.kill("SIGKILL");
+      m.child.kill(m.spec.killSignal ?? "SIGKILL");
       await exited;
     },
     async stop(name) {

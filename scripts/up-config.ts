@@ -34,6 +34,12 @@ export interface UpOptions {
   readonly command: UpCommand | undefined;
   /** `--state-file` / `UP_STATE_FILE`: absolute path of the state file. Default `<data-dir>/up-stack.json`. */
   readonly stateFile: string;
+  /** `--store` / `UP_STORE`: `sqlite` (the default: a file in the data folder) or `postgres` (a local PostgreSQL server the launcher runs). */
+  readonly store: "sqlite" | "postgres";
+  /** `--gateways` / `UP_GATEWAYS`: gateway processes on ports P, P+1, ... (`gateway-1`, `gateway-2`, ... when more than one). Default 1. */
+  readonly gateways: number;
+  /** `--postgres-port` / `UP_POSTGRES_PORT`: the PostgreSQL server's port on 127.0.0.1 with `--store postgres`; 0 picks a free one. Default 10432. */
+  readonly postgresPort: number;
   /** `false` with `--no-gateway`: run the instances only. */
   readonly gateway: boolean;
   /** `--exit-with-stdin`: stop everything when stdin (a pipe from the parent) closes. */
@@ -94,6 +100,12 @@ Options (environment variable in brackets):
   --tls                     everything over TLS [UP_TLS=1]: a local CA, certificates and an
                             Ed25519 token key in <data-dir>/tls/ (kept across runs); prints
                             the CA path and a grpcurl -cacert line
+  --store sqlite|postgres   lease store [UP_STORE] (default sqlite). postgres: a local
+                            PostgreSQL server (Debian's postgresql-15) in <data-dir>/postgres,
+                            run as the postgres user when root; process name postgres
+  --gateways N              gateway processes on ports P, P+1, ... [UP_GATEWAYS] (default 1;
+                            named gateway-1, gateway-2, ... when more than one)
+  --postgres-port P         PostgreSQL port on 127.0.0.1 [UP_POSTGRES_PORT] (default 10432)
   --no-gateway              run the instances only
   --exit-with-stdin         stop when stdin closes (for harnesses that spawn the launcher)
   --compiled                run dist/ (built by npm run build; npm run up passes it)
@@ -141,6 +153,9 @@ export function parseUpOptions(
         "control-port": { type: "string" },
         "state-file": { type: "string" },
         restart: { type: "string" },
+        store: { type: "string" },
+        gateways: { type: "string" },
+        "postgres-port": { type: "string" },
         "no-gateway": { type: "boolean" },
         "exit-with-stdin": { type: "boolean" },
         compiled: { type: "boolean" },
@@ -166,6 +181,11 @@ export function parseUpOptions(
   if (instanceBasePort !== 0 && instanceBasePort + instances - 1 > 65_535) {
     problems.push(`--instance-base-port ${instanceBasePort} leaves no room for ${instances} instances`);
   }
+  const storeText = (str("store") ?? env.UP_STORE ?? "sqlite").trim();
+  if (storeText !== "sqlite" && storeText !== "postgres")
+    problems.push(`--store ${JSON.stringify(storeText)}: expected sqlite or postgres`);
+  const gateways = integer(problems, "--gateways", str("gateways") ?? env.UP_GATEWAYS, 1, 1, 16);
+  const postgresPort = integer(problems, "--postgres-port", str("postgres-port") ?? env.UP_POSTGRES_PORT, 10_432, 0, 65_535);
   const controlPortText = str("control-port") ?? env.UP_CONTROL_PORT;
   const controlPort = integer(problems, "--control-port", controlPortText, 10_099, 0, 65_535);
   const restartText = str("restart") ?? env.UP_RESTART ?? "always";
@@ -189,6 +209,9 @@ export function parseUpOptions(
     restart: (restartPolicies as readonly string[]).includes(restartText) ? (restartText as RestartPolicy) : "always",
     command,
     stateFile,
+    store: storeText === "postgres" ? "postgres" : "sqlite",
+    gateways,
+    postgresPort,
     gateway: values["no-gateway"] !== true,
     exitWithStdin: values["exit-with-stdin"] === true,
     compiled: values.compiled === true,

@@ -1,5 +1,5 @@
 /** Kind of a process the local launcher supervises. */
-export type ProcessKind = "myservice" | "gateway";
+export type ProcessKind = "myservice" | "gateway" | "postgres";
 
 /**
  * Lifecycle state of a supervised process:
@@ -23,7 +23,7 @@ export const restartPolicies: readonly RestartPolicy[] = ["always", "on-failure"
 
 /** One supervised process as reported by `GET /processes` and the state file. */
 export interface ProcessInfo {
-  /** Unique name: `gateway`, `myservice-1`, `myservice-2`, ... */
+  /** Unique name: `gateway` (or `gateway-1`, `gateway-2`, ... with several), `postgres`, `myservice-1`, ... */
   readonly name: string;
   readonly kind: ProcessKind;
   /** Pod name given to an instance through `HOSTNAME`; `null` for the gateway. */
@@ -41,8 +41,12 @@ export interface ProcessInfo {
 
 /** Content of the launcher's state file (`<data-dir>/up-stack.json`). */
 export interface UpState {
-  /** Where clients reach the gateway, `127.0.0.1:<port>`. */
+  /** Where clients reach the (first) gateway, `127.0.0.1:<port>`. */
   readonly gateway: string;
+  /** Every gateway, in order (`gateway-1`, `gateway-2`, ...): one entry with a single gateway. */
+  readonly gateways?: readonly string[];
+  /** `LEASE_DB_URL` of the stack's PostgreSQL server, with `--store postgres`. */
+  readonly leaseDbUrl?: string;
   /** Base URL of the control API, `http://127.0.0.1:<port>`. */
   readonly controlUrl: string;
   /** Absolute path of the data folder (lease database, state file). */

@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { execFile } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { devJwtSecret } from "../common/dev-defaults.js";
@@ -9,6 +10,7 @@ import { type DevTlsFiles, ensureDevTls } from "./dev-certs.js";
 import { createLinePrefixer, prefixFor } from "./line-prefixer.js";
 import { pickFreePorts, portProblem } from "./net-util.js";
 import { watchParentPipe, watchParentProcesses } from "./parent-watch.js";
+import { initPostgres, postgresCommand, postgresInstalled, postgresUrl } from "./postgres-server.js";
 import {
   gatewayEnv,
   inheritedTokenVariables,
@@ -39,14 +41,17 @@ function loadOptions(): UpOptions {
 /** Replaces every port 0 by a free loopback port, once, so a restarted process keeps its port. */
 async function resolvePorts(options: UpOptions) {
   const wanted = [
-    options.gatewayPort,
     options.controlPort,
+    options.store === "postgres" ? options.postgresPort : -1,
+    ...Array.from({ length: options.gateways }, (_, i) => (options.gatewayPort === 0 ? 0 : options.gatewayPort + i)),
     ...Array.from({ length: options.instances }, (_, i) => (options.instanceBasePort === 0 ? 0 : options.instanceBasePort + i)),
   ];
   const free = await pickFreePorts(wanted.filter((p) => p === 0).length);
   const ports = wanted.map((p) => (p === 0 ? (free.shift() as number) : p));
-  const [gatewayPort = 0, controlPort = 0, ...instancePorts] = ports;
-  return { gatewayPort, controlPort, instancePorts };
+  const [controlPort = 0, postgresPort = -1, ...rest] = ports;
+  const gatewayPorts = rest.slice(0, options.gateways);
+  const instancePorts = rest.slice(options.gateways);
+  return { gatewayPort: gatewayPorts[0] as number, gatewayPorts, controlPort, postgresPort, instancePorts };
 }
 
 function settingsFrom(env: NodeJS.ProcessEnv, dataDir: string, tls: StackTlsFiles | undefined): StackSettings {
@@ -102,20 +107,26 @@ function buildSpecs(options: UpOptions, settings: StackSettings, ports: Awaited<
     // Discovery is the launcher's list of addresses, not DNS.
     delete gatewayInherited.MYSERVICE_DNS;
     const addresses = ports.instancePorts.map((port) => `127.0.0.1:${port}`);
-    specs.unshift({
-      name: "gateway",
-      kind: "gateway",
-      podName: null,
-      port: ports.gatewayPort,
-      probeHost: connectHost(settings.gatewayListenHost),
-      command: process.execPath,
-      args: nodeArgs("gateway/main.ts", options.compiled),
-      env: { ...gatewayInherited, ...gatewayEnv(settings, ports.gatewayPort, addresses) },
-      cwd: repoRoot,
-      // As compose's `restart: unless-stopped`: a gateway that ends is always brought back.
-      restart: "always",
+    const shared: Record<string, string> = options.store === "postgres" ? { LEASE_DB_URL: postgresUrl(ports.postgresPort) } : {};
+    const gateways = ports.gatewayPorts.map((port, i): ProcessSpec => {
+      const name = gatewayName(options, i);
+      return {
+        name,
+        kind: "gateway",
+        podName: null,
+        port,
+        probeHost: connectHost(settings.gatewayListenHost),
+        command: process.execPath,
+        args: nodeArgs("gateway/main.ts", options.compiled),
+        env: { ...gatewayInherited, ...gatewayEnv(settings, port, addresses), ...shared, GATEWAY_ID: name },
+        cwd: repoRoot,
+        // As compose's `restart: unless-stopped`: a gateway that ends is always brought back.
+        restart: "always",
+      };
     });
+    specs.unshift(...gateways);
   }
+  if (options.store === "postgres") specs.unshift(postgresSpec(options, ports.postgresPort));
   return specs;
 }
 
@@ -123,6 +134,59 @@ function without(env: NodeJS.ProcessEnv, names: readonly string[]): NodeJS.Proce
   const copy = { ...env };
   for (const name of names) delete copy[name];
   return copy;
+}
+
+/** `gateway` alone; `gateway-1`, `gateway-2`, ... when there are several (SPEC 10). */
+function gatewayName(options: UpOptions, i: number): string {
+  return options.gateways === 1 ? "gateway" : `gateway-${i + 1}`;
+}
+
+/** The PostgreSQL server as a supervised process: foreground `postgres`, as the `postgres` user when root. */
+function postgresSpec(options: UpOptions, port: number): ProcessSpec {
+  const [command, args] = postgresCommand({ dir: join(options.dataDir, "postgres"), port, settings: { synchronous_commit: "on" } });
+  const asRoot = process.getuid?.() === 0;
+  // The foreground server, not through runuser: the supervisor's signals reach the postmaster.
+  const [program, programArgs] = asRoot && command === "runuser" ? [args[3] as string, args.slice(4)] : [command, args];
+  return {
+    name: "postgres",
+    kind: "postgres",
+    podName: null,
+    port,
+    probeHost: "127.0.0.1",
+    command: program,
+    args: programArgs,
+    env: { PATH: process.env.PATH, LANG: "C.UTF-8" },
+    cwd: join(options.dataDir, "postgres"),
+    ...(asRoot ? postgresUser() : {}),
+    // SIGINT is PostgreSQL's fast shutdown, SIGQUIT its immediate one (a crash, for tests).
+    stopSignal: "SIGINT",
+    killSignal: "SIGQUIT",
+  };
+}
+
+/**
+ * As root, the server runs as `postgres`, which must be able to enter the data folder: the
+ * launcher lets others traverse (not list) its own data folder; a parent it cannot enter is
+ * reported with a way out.
+ */
+async function postgresCanReach(dataDir: string): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  chmodSync(dataDir, statSync(dataDir).mode | 0o011);
+  const ok = await new Promise<boolean>((done) =>
+    execFile("runuser", ["-u", "postgres", "--", "test", "-x", dataDir], (error) => done(error === null)),
+  );
+  return ok
+    ? undefined
+    : `the postgres user cannot enter ${dataDir} (a parent folder is private): choose --data-dir under /tmp or /var/lib`;
+}
+
+function postgresUser(): { uid: number; gid: number } {
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("postgres:"));
+  const [, , uid, gid] = (line ?? "").split(":");
+  if (uid === undefined || gid === undefined) throw new Error("no postgres user (apt-get install postgresql)");
+  return { uid: Number(uid), gid: Number(gid) };
 }
 
 /** Where a client on this machine reaches a server listening on `listenHost`. */
@@ -161,6 +225,20 @@ async function main(): Promise<void> {
     }
   }
   const settings = settingsFrom(process.env, options.dataDir, tlsFiles);
+  if (options.store === "postgres") {
+    if (!postgresInstalled()) {
+      process.stderr.write("up: --store postgres needs the PostgreSQL server (apt-get install postgresql)\n");
+      process.exitCode = 1;
+      return;
+    }
+    const problem = await postgresCanReach(options.dataDir);
+    if (problem !== undefined) {
+      process.stderr.write(`up: ${problem}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    await initPostgres(join(options.dataDir, "postgres"));
+  }
   const specs = buildSpecs(options, settings, ports);
 
   const width = Math.max(2, ...specs.map((s) => s.name.length));
@@ -209,11 +287,15 @@ async function main(): Promise<void> {
   }
 
   const host = connectHost(settings.gatewayListenHost);
-  const gatewayAddress = `${host.includes(":") ? `[${host}]` : host}:${ports.gatewayPort}`;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+  const gatewayAddress = `${hostPart}:${ports.gatewayPort}`;
+  const gatewayAddresses = ports.gatewayPorts.map((port) => `${hostPart}:${port}`);
   const controlUrl = `http://127.0.0.1:${ports.controlPort}`;
   let announced = false;
   const state = (): UpState => ({
     gateway: gatewayAddress,
+    gateways: gatewayAddresses,
+    ...(options.store === "postgres" ? { leaseDbUrl: postgresUrl(ports.postgresPort) } : {}),
     controlUrl,
     dataDir: options.dataDir,
     launcherPid: process.pid,
@@ -230,7 +312,7 @@ async function main(): Promise<void> {
       writeAtomically(options.stateFile, `${JSON.stringify(state(), null, 2)}\n`);
       if (!announced && supervisor.list().every((p) => p.state === "running")) {
         announced = true;
-        announce(log, options, settings, gatewayAddress, controlUrl);
+        announce(log, options, settings, gatewayAddresses, controlUrl);
       }
     },
   });
@@ -281,7 +363,7 @@ async function main(): Promise<void> {
   watchParentProcesses((why) => shutdown(why, 0), { ranByNpm: process.env.npm_lifecycle_event === "up" });
 
   log(
-    `starting ${options.gateway ? "the gateway and " : ""}${options.instances} myservice instance(s); ` +
+    `starting ${options.store === "postgres" ? "PostgreSQL, " : ""}${options.gateway ? (options.gateways === 1 ? "the gateway and " : `${options.gateways} gateways and `) : ""}${options.instances} myservice instance(s); ` +
       `data in ${options.dataDir}; control API ${controlUrl}; restart policy of the instances: ${options.restart}`,
   );
   supervisor.startAll();
@@ -291,7 +373,7 @@ function announce(
   log: (message: string) => void,
   options: UpOptions,
   settings: StackSettings,
-  gatewayAddress: string,
+  gatewayAddresses: readonly string[],
   controlUrl: string,
 ): void {
   if (!options.gateway) {
@@ -299,11 +381,16 @@ function announce(
     return;
   }
   const devSecret = settings.jwtSecret === devJwtSecret;
+  const gatewayAddress = gatewayAddresses[0] as string;
   const port = gatewayAddress.split(":").at(-1);
+  const gatewayPorts = gatewayAddresses.map((address) => address.split(":").at(-1));
   const login = `-d '{"username":"TestUser","password":"TestPassword","session_id":"s1"}'`;
   const { tls } = settings;
-  const listening = settings.gatewayListenHost === dualStackHost ? `[::]:${port} (IPv6 and IPv4)` : `${settings.gatewayListenHost}:${port}`;
-  log(`gateway listening on ${listening}${tls ? " (TLS)" : ""} - ready`);
+  for (const p of gatewayPorts) {
+    const listening = settings.gatewayListenHost === dualStackHost ? `[::]:${p} (IPv6 and IPv4)` : `${settings.gatewayListenHost}:${p}`;
+    log(`gateway listening on ${listening}${tls ? " (TLS)" : ""} - ready`);
+  }
+  if (options.store === "postgres") log("lease store: PostgreSQL shared by every gateway (process postgres)");
   if (tls === undefined) {
     log(`try it:   npx integrationtests basic_workflow --gateway ${gatewayAddress}`);
     log(`or:       grpcurl -plaintext ${login} ${gatewayAddress} my_service.MyServiceAPI/Login`);

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { checkCompose, loadYaml } from "../scripts/compose-check.js";
+import { checkCompose, checkComposePostgres, loadYaml } from "../scripts/compose-check.js";
 import { repoRoot } from "../scripts/up-control-client.js";
 
 interface ServiceDoc {
   environment: Record<string, string>;
   restart?: string;
   container_name?: string;
+  deploy?: { replicas: number };
 }
 interface ComposeDoc {
   services: Record<"gateway" | "myservice", ServiceDoc>;
@@ -52,5 +53,35 @@ describe("checkCompose()", () => {
     drifted.services.myservice.container_name = "ms";
     const problems = checkCompose(drifted);
     assert.equal(problems.length, 3, problems.join("\n"));
+  });
+});
+
+describe("checkComposePostgres()", () => {
+  const pgDoc = (() => {
+    try {
+      return loadYaml(join(repoRoot, "compose.postgres.yaml")) as ComposeDoc & {
+        services: Record<string, ServiceDoc & { deploy?: { replicas: number } }>;
+      };
+    } catch {
+      return undefined;
+    }
+  })();
+
+  it("accepts the repository's compose.postgres.yaml", { skip }, () => {
+    assert.deepEqual(checkComposePostgres(pgDoc), []);
+  });
+
+  it("fails without a shared store, with one gateway, or with a variable npm run up does not set", { skip }, () => {
+    const drifted = structuredClone(pgDoc)!;
+    delete drifted.services.gateway!.environment.LEASE_DB_URL;
+    drifted.services.gateway!.deploy = { replicas: 1 };
+    drifted.services.gateway!.environment.NEW_KNOB = "1";
+    const problems = checkComposePostgres(drifted);
+    for (const needle of ["LEASE_DB_URL", "replicas must be at least 2", "compose sets NEW_KNOB"]) {
+      assert.ok(
+        problems.some((p) => p.includes(needle)),
+        `${needle} not reported:\n${problems.join("\n")}`,
+      );
+    }
   });
 });

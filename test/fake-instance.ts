@@ -125,7 +125,8 @@ export class FakeInstance {
         return;
       }
       case shutdownPath:
-        // Recorded, refused: the fake does not exit (tests read the count).
+      case "/myservice.instance.v1.InstanceService/Recycle":
+        // Recorded, refused: the fake does not exit (tests read the count of both).
         this.counts.shutdowns++;
         stream.respond(
           { ":status": 200, "content-type": "application/grpc", "grpc-status": "7", "grpc-message": "fake" },

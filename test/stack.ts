@@ -7,6 +7,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { devJwtSecret } from "../common/dev-defaults.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
@@ -47,6 +48,15 @@ export interface StackOptions {
   readonly waitReady?: boolean;
   /** `--tls`: everything over TLS with a local CA and an Ed25519 token key (`npm run up -- --tls`). */
   readonly tls?: boolean;
+  /** `--store`: `sqlite` (default) or `postgres` (a PostgreSQL server the launcher runs). */
+  readonly store?: "sqlite" | "postgres";
+  /**
+   * A PostgreSQL lease store the test runs itself (e.g. to stop it): every gateway gets it as
+   * `LEASE_DB_URL` (with `store` left `sqlite`, the launcher runs no server of its own).
+   */
+  readonly leaseDbUrl?: string;
+  /** `--gateways`: gateway processes (`gateway-1`, `gateway-2`, ... when more than one). Default 1. */
+  readonly gateways?: number;
 }
 
 /** A running stack of real processes under the launcher (`scripts/up.ts`). */
@@ -57,6 +67,10 @@ export interface Stack {
   readonly gatewayUrl: string;
   /** With `tls`: the CA, the token signing key and the instances' client certificate (`GET /state`). */
   readonly tls: UpTlsState | undefined;
+  /** Every gateway's base URL, in order (one with a single gateway). */
+  readonly gatewayUrls: readonly string[];
+  /** `LEASE_DB_URL` of the stack's PostgreSQL server (`store: "postgres"`). */
+  readonly leaseDbUrl: string | undefined;
   /** Base URL of the launcher's control API. */
   readonly controlUrl: string;
   /** Temporary data folder (lease database, state file); removed by `stop()`. */
@@ -122,6 +136,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const dataDir = await mkdtemp(join(tmpdir(), "up-stack-"));
   const stateFile = join(dataDir, "up-stack.json");
   const env: Record<string, string | undefined> = { ...process.env, ...testDefaults, ...options.env };
+  if (options.leaseDbUrl !== undefined) env.LEASE_DB_URL = options.leaseDbUrl;
+  else delete env.LEASE_DB_URL;
   // A node:test worker's context must not leak into the stack's processes.
   delete env.NODE_TEST_CONTEXT;
   const args = ["--import", "tsx", launcherScript, "--instances", String(instances)];
@@ -130,6 +146,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   if (!withGateway) args.push("--no-gateway");
   args.push(...(options.launcherArgs ?? []));
   if (options.tls) args.push("--tls");
+  const gateways = options.gateways ?? 1;
+  if (options.store === "postgres") args.push("--store", "postgres", "--postgres-port", "0");
+  if (gateways > 1) args.push("--gateways", String(gateways));
   const launcher = spawn(process.execPath, args, { cwd: repoRoot, env, stdio: ["pipe", "pipe", "pipe"] });
   launcher.stdin.on("error", () => {});
   const launcherExit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
@@ -165,7 +184,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       launcher,
       stateFile,
       instances,
-      withGateway,
+      withGateway ? gateways : 0,
       options.startTimeoutMs ?? 20_000,
       () => output,
       options.waitReady ?? true,
@@ -182,7 +201,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const deadline = Date.now() + timeoutMs;
     let free = -1;
     while (Date.now() < deadline) {
-      if (existsSync(dbPath)) {
+      const url = options.leaseDbUrl ?? state.leaseDbUrl;
+      if (url !== undefined) {
+        free = await countFreeInPostgres(url).catch(() => -1);
+        if (free === instances) return;
+      } else if (existsSync(dbPath)) {
         const db = new Database(dbPath, { readonly: true, fileMustExist: true });
         try {
           free = (
@@ -225,6 +248,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   return {
     gatewayAddress: state.gateway,
     gatewayUrl: `${state.tls ? "https" : "http"}://${state.gateway}`,
+    gatewayUrls: (state.gateways ?? [state.gateway]).map((a) => `${state.tls ? "https" : "http"}://${a}`),
+    leaseDbUrl: options.leaseDbUrl ?? state.leaseDbUrl,
     tls: state.tls,
     controlUrl: state.controlUrl,
     dataDir,
@@ -251,18 +276,30 @@ async function gatewayServing(transport: Transport): Promise<boolean> {
   }
 }
 
+const freeInstancesSql = "SELECT COUNT(*)::int AS n FROM instances WHERE session_id IS NULL AND healthy AND clean AND NOT draining";
+
+async function countFreeInPostgres(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+  await client.connect();
+  try {
+    return (await client.query<{ n: number }>(freeInstancesSql)).rows[0]?.n ?? -1;
+  } finally {
+    await client.end();
+  }
+}
+
 async function waitUntilReady(
   launcher: ChildProcess,
   stateFile: string,
   instances: number,
-  withGateway: boolean,
+  gatewayCount: number,
   timeoutMs: number,
   output: () => string,
   ready: boolean,
 ): Promise<UpState> {
   const deadline = Date.now() + timeoutMs;
   let waitingFor = "the state file";
-  let transport: Transport | undefined;
+  let transports: Transport[] | undefined;
   while (Date.now() < deadline) {
     if (launcher.exitCode !== null || launcher.signalCode !== null) {
       throw new Error(
@@ -276,19 +313,23 @@ async function waitUntilReady(
         .processes()
         .catch(() => []);
       const running = processes.filter((p) => p.kind === "myservice" && p.state === "running").length;
-      const gateway = processes.find((p) => p.kind === "gateway");
-      transport ??= createGrpcTransport({
-        baseUrl: `${state.tls ? "https" : "http"}://${state.gateway}`,
-        idleConnectionTimeoutMs: 1000,
-        ...(state.tls ? { nodeOptions: { ca: await readFile(state.tls.ca) } } : {}),
-      });
-      const gatewayUp =
-        !withGateway ||
-        (gateway?.state === "running" &&
-          (await canConnect(Number(state.gateway.split(":")[1]))) &&
-          (!ready || (await gatewayServing(transport))));
+      const gateways = processes.filter((p) => p.kind === "gateway");
+      const addresses = state.gateways ?? [state.gateway];
+      const ca = state.tls ? await readFile(state.tls.ca) : undefined;
+      transports ??= addresses.map((a) =>
+        createGrpcTransport({
+          baseUrl: `${state.tls ? "https" : "http"}://${a}`,
+          idleConnectionTimeoutMs: 1000,
+          ...(ca !== undefined ? { nodeOptions: { ca } } : {}),
+        }),
+      );
+      let gatewayUp = gateways.length === gatewayCount && gateways.every((g) => g.state === "running");
+      for (const [i, address] of addresses.entries()) {
+        if (!gatewayUp || gatewayCount === 0) break;
+        gatewayUp = (await canConnect(Number(address.split(":").at(-1)))) && (!ready || (await gatewayServing(transports[i] as Transport)));
+      }
       if (running === instances && gatewayUp) return state;
-      waitingFor = `${running}/${instances} instances running, gateway ${withGateway ? (gateway?.state ?? "?") : "off"}`;
+      waitingFor = `${running}/${instances} instances running, gateways ${gatewayCount > 0 ? gateways.map((g) => g.state).join(",") : "off"}`;
     }
     await sleep(100);
   }

@@ -44,6 +44,19 @@ describe("parseUpOptions()", () => {
     assert.deepEqual([o.instances, o.gatewayPort, o.dataDir, o.gateway], [2, 12000, "/cwd/d", false]);
   });
 
+  it("runs one gateway on SQLite unless asked for the PostgreSQL shape (SPEC 10)", () => {
+    const o = parseUpOptions([], {}, "/repo", "/cwd");
+    assert.deepEqual([o.store, o.gateways, o.postgresPort], ["sqlite", 1, 10432]);
+    const p = parseUpOptions(["--store", "postgres", "--gateways", "2", "--postgres-port", "20432"], {}, "/repo", "/cwd");
+    assert.deepEqual([p.store, p.gateways, p.postgresPort], ["postgres", 2, 20432]);
+    const e = parseUpOptions([], { UP_STORE: "postgres", UP_GATEWAYS: "3" }, "/repo", "/cwd");
+    assert.deepEqual([e.store, e.gateways], ["postgres", 3]);
+    assert.throws(
+      () => parseUpOptions(["--store", "mysql", "--gateways", "0"], {}, "/repo", "/cwd"),
+      (e: unknown) => e instanceof UsageError && /--store/.test(e.message) && /--gateways/.test(e.message),
+    );
+  });
+
   it("reports every bad value at once", () => {
     assert.throws(
       () => parseUpOptions(["--instances", "0", "--control-port", "x"], {}, "/repo", "/cwd"),

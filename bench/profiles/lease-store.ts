@@ -73,8 +73,13 @@ export async function leaseStoreProfile(ctx: BenchContext): Promise<ProfileResul
         cell.acquire.push(t1 - t0);
         cell.release.push(t2 - t1);
       }
-      const { podName, instanceBootId: bootId } = r.lease;
-      await cell.store.recordStatus(r.lease.instanceAddress, { podName, bootId, sessionId: "", shuttingDown: false }, Date.now() + 1);
+      // The instance restarted after its session (recycling): a new boot, allocatable again.
+      const { podName } = r.lease;
+      await cell.store.recordStatus(
+        r.lease.instanceAddress,
+        { podName, bootId: `boot-${sessionId}`, sessionId: "", shuttingDown: false },
+        Date.now() + 1,
+      );
     };
     for (const cell of cells) for (let i = 0; i < 50; i++) await cycle(cell, false);
     // Sizes take turns in chunks, so the disk's fsync outliers (a shared, noisy disk) fall on

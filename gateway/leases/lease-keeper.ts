@@ -10,6 +10,12 @@ export interface LeaseKeeperOptions {
   readonly flushIntervalMs?: number;
   /** How often expired leases are swept, milliseconds. Default min(5 s, ttl/4), at least 100 ms. */
   readonly sweepIntervalMs?: number;
+  /**
+   * Leases are expired only this long after their expiry, milliseconds. Default 0. With several
+   * gateways (SPEC 10) each renews in batches: a sweeper must not expire a lease another gateway
+   * renewed but has not written yet (two flush periods).
+   */
+  readonly expireGraceMs?: number;
   /** Called for every expired lease after it was released (the instance must be recycled). */
   readonly onExpired: (lease: Lease) => void;
   readonly logger: Logger;
@@ -100,7 +106,7 @@ export class LeaseKeeper {
     this.sweeping = true;
     try {
       await this.flush();
-      return this.report(await this.options.store.expire(this.now()));
+      return this.report(await this.options.store.expire(this.now() - (this.options.expireGraceMs ?? 0)));
     } finally {
       this.sweeping = false;
     }

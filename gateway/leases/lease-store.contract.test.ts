@@ -77,7 +77,8 @@ forEachEngine((engine: Engine) => {
       clock.now = 300;
       await store.release(holder.get("a:1") as string);
       clock.now = 400;
-      for (const address of ["a:1", "b:1", "c:1"]) await store.recordStatus(address, cleanStatus(address));
+      // Each restarted after its session (a new boot): allocatable again.
+      for (const address of ["a:1", "b:1", "c:1"]) await store.recordStatus(address, cleanStatus(address, "boot-2"));
       assert.deepEqual(
         (await store.instances()).map((i) => [i.address, i.freeSince, i.clean]),
         [
@@ -172,8 +173,8 @@ forEachEngine((engine: Engine) => {
       clock.now = 200;
       await store.release((await store.leaseOfInstance("b:1"))?.sessionId as string);
       clock.now = 300;
-      await store.recordStatus("a:1", cleanStatus("a:1"));
-      await store.recordStatus("b:1", cleanStatus("b:1"));
+      await store.recordStatus("a:1", cleanStatus("a:1", "boot-2"));
+      await store.recordStatus("b:1", cleanStatus("b:1", "boot-2"));
       assert.equal(await acquiredAddress(store, "x1", "alice", "a:1"), "b:1");
       // Only the avoided instance is left.
       assert.deepEqual(await store.acquire("x2", "alice", ttl, "a:1"), { kind: "busy" });
@@ -296,7 +297,7 @@ forEachEngine((engine: Engine) => {
 
       // A probe that started before the release may describe the instance before it was released.
       clock.now = 2_500;
-      assert.deepEqual(await store.recordStatus("a:1", cleanStatus("a:1"), 1_999), {});
+      assert.deepEqual(await store.recordStatus("a:1", cleanStatus("a:1"), 1_999), { fenced: true });
       assert.equal((await store.instance("a:1"))?.clean, false);
       assert.deepEqual(await store.acquire("s2", "alice", ttl), { kind: "busy" });
 
@@ -311,6 +312,33 @@ forEachEngine((engine: Engine) => {
       assert.equal((await store.instance("a:1"))?.clean, true);
       assert.equal(await acquiredAddress(store, "s2"), "a:1");
       assert.equal((await store.get("s2"))?.instanceBootId, "boot-2");
+    });
+
+    it("leases an instance to another session only after a new boot (the fence), and says it needs recycling", async (t) => {
+      const { store, clock } = await openStore(t);
+      await ready(store, ["a:1"]);
+      await acquiredAddress(store, "s1");
+      clock.now = 2_000;
+      await store.release("s1");
+      // Probed after the release, no session, same boot: the session may never have reached
+      // it (Shutdown refused with "Server session is not set"); a stale route could still
+      // deliver that session's call to it. Not clean, and the prober must recycle it.
+      clock.now = 3_000;
+      assert.deepEqual(await store.recordStatus("a:1", cleanStatus("a:1"), 2_500), { fenced: true });
+      assert.equal((await store.instance("a:1"))?.clean, false);
+      assert.deepEqual(await store.acquire("s2", "alice", ttl), { kind: "busy" });
+      // The same holds after an expiry and after an admin release.
+      assert.deepEqual(await store.recordStatus("a:1", cleanStatus("a:1", "boot-2"), 3_000), {});
+      assert.equal(await acquiredAddress(store, "s2"), "a:1");
+      assert.deepEqual(
+        (await store.expire(3_000 + ttl)).map((l) => l.sessionId),
+        ["s2"],
+      );
+      assert.deepEqual(await store.recordStatus("a:1", cleanStatus("a:1", "boot-2"), 4_000 + ttl), { fenced: true });
+      assert.deepEqual(await store.acquire("s3", "alice", ttl), { kind: "busy" });
+      assert.deepEqual(await store.recordStatus("a:1", cleanStatus("a:1", "boot-3"), 5_000 + ttl), {});
+      assert.equal(await acquiredAddress(store, "s3"), "a:1");
+      assert.equal((await store.get("s3"))?.instanceBootId, "boot-3");
     });
 
     it("does nothing when the lease is on another instance than expectAddress", async (t) => {
@@ -594,16 +622,15 @@ forEachEngine((engine: Engine) => {
 
     it("expires each lease exactly once when two stores sweep at the same moment", async (t) => {
       const db = await engine.database(t);
-      const a = await db.open({ now: () => 1_000 });
-      const b = await db.open({ now: () => 1_000 });
-      const addresses = Array.from({ length: 20 }, (_, i) => `e${i}:1`);
-      await ready(a, addresses);
-      for (const [i] of addresses.entries()) await acquiredAddress(a, `s${i}`);
-      const sweeps = await Promise.all([a, b, a, b].map((store) => store.expire(1_000 + ttl)));
+      const [a, b, c] = await Promise.all([1, 2, 3].map(() => db.open({ now: () => 1_000 })));
+      const addresses = Array.from({ length: 300 }, (_, i) => `e${i}:1`);
+      await ready(a!, addresses);
+      await a!.acquireBatch(addresses.map((_, i) => ({ sessionId: `s${i}`, owner: "alice", ttlMs: ttl })));
+      const sweeps = await Promise.all([a, b, c, a, b, c].map((store) => store!.expire(1_000 + ttl)));
       const expired = sweeps.flat().map((l) => l.sessionId);
       assert.equal(expired.length, addresses.length, `each lease reported once: ${sweeps.map((s) => s.length)}`);
       assert.equal(new Set(expired).size, addresses.length);
-      assert.deepEqual(await b.leases(), []);
+      assert.deepEqual(await b!.leases(), []);
     });
 
     it("releases a lease to one caller only when two stores release it at once", async (t) => {

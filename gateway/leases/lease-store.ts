@@ -67,6 +67,12 @@ export interface ReconcileOutcome {
   readonly released?: Lease;
   /** A session the instance holds that no lease knows: it must be recycled before reuse. */
   readonly unknownSession?: string;
+  /**
+   * The free instance still runs the boot that served its last lease (e.g. its session never
+   * reached it, so its Shutdown was refused): it must be recycled before reuse. An instance is
+   * leased to another session only after a new boot, so the boot id fences stale routes.
+   */
+  readonly fenced?: boolean;
 }
 
 /** A gateway process registered in the store (membership, SPEC 10). */
@@ -137,7 +143,9 @@ export interface LeaseStore {
   acquireBatch(requests: readonly AcquireRequest[]): Promise<AcquireResult[]>;
   /**
    * Releases a session's lease (only if it is on `expectAddress`, when given). The instance
-   * becomes allocatable again only after a probe shows it clean. Returns the released lease.
+   * becomes allocatable again only after a probe shows it clean, on another boot than the one
+   * that served the lease (the fence: a stale route to it can never reach another session).
+   * Returns the released lease.
    */
   release(sessionId: string, expectAddress?: string): Promise<Lease | undefined>;
   /** Records activity of many sessions in one transaction: each expires `ttlMs` after its last activity. */

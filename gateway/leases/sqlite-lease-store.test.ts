@@ -62,7 +62,7 @@ describe("SqliteLeaseStore WAL checkpoints", () => {
     for (let i = 0; i < 1500; i++) {
       const address = await acquiredAddress(store, `s-${i}`);
       await store.release(`s-${i}`, address);
-      await store.recordStatus(address, cleanStatus(address), Date.now() + 1);
+      await store.recordStatus(address, cleanStatus(address, `boot-${i}`), Date.now() + 1);
       // Wait longer than one checkpoint period: the interval timer, due earlier, fires first, so
       // every 25 cycles are followed by a checkpoint however slow a loaded machine runs the loop.
       if (i % 25 === 0) await new Promise((resolve) => setTimeout(resolve, 25));
@@ -198,7 +198,8 @@ const { parentPort, workerData } = require("node:worker_threads");
         if (Atomics.compareExchange(holders, k, tag, 0) !== tag) result.errors.push(address + " holder changed under " + session);
         const released = await store.release(session, address);
         if (released === undefined) result.errors.push(session + ": release found no lease");
-        await store.recordStatus(address, { podName: "pod-" + address, bootId: "boot-" + address, sessionId: "", shuttingDown: false }, Date.now());
+        // The instance restarted after its session (a new boot): allocatable again.
+        await store.recordStatus(address, { podName: "pod-" + address, bootId: "boot-" + session, sessionId: "", shuttingDown: false }, Date.now());
       }
     } catch (error) {
       result.errors.push(session + ": " + String(error));

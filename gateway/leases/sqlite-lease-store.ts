@@ -1,4 +1,5 @@
 import Database from "better-sqlite3";
+import { instanceFromRow, leaseFromRow } from "./lease-rows.js";
 import type {
   AcquireRequest,
   AcquireResult,
@@ -51,6 +52,7 @@ interface InstanceRow {
   free_since: number;
   released_at: number;
   updated_at: number;
+  fence_boot_id: string;
 }
 
 const migrations: readonly string[] = [
@@ -87,6 +89,8 @@ const migrations: readonly string[] = [
      started_at   INTEGER NOT NULL,
      heartbeat_at INTEGER NOT NULL
    );`,
+  // The boot that served the instance's last lease: it is clean again only on another boot.
+  "ALTER TABLE instances ADD COLUMN fence_boot_id TEXT NOT NULL DEFAULT ''",
 ];
 
 /** Number of schema migrations: the database's `user_version` once migrated. */
@@ -97,33 +101,6 @@ interface MemberRow {
   address: string;
   started_at: number;
   heartbeat_at: number;
-}
-
-function leaseFromRow(row: LeaseRow): Lease {
-  return {
-    sessionId: row.session_id,
-    instanceAddress: row.instance_address,
-    podName: row.pod_name,
-    owner: row.owner,
-    instanceBootId: row.instance_boot_id,
-    createdAt: row.created_at,
-    lastActivity: row.last_activity,
-    expiresAt: row.expires_at,
-  };
-}
-
-function instanceFromRow(row: InstanceRow): InstanceRecord {
-  return {
-    address: row.address,
-    podName: row.pod_name,
-    bootId: row.boot_id,
-    healthy: row.healthy === 1,
-    draining: row.draining === 1,
-    clean: row.clean === 1,
-    sessionId: row.session_id,
-    freeSince: row.free_since,
-    updatedAt: row.updated_at,
-  };
 }
 
 /**
@@ -188,8 +165,9 @@ export class SqliteLeaseStore implements LeaseStore {
       occupy: db.prepare<[string, number, string]>(
         "UPDATE instances SET session_id = ?, clean = 0, updated_at = ? WHERE address = ? AND session_id IS NULL",
       ),
-      vacate: db.prepare<{ address: string; now: number }>(
-        `UPDATE instances SET session_id = NULL, clean = 0, free_since = @now, released_at = @now, updated_at = @now
+      vacate: db.prepare<{ address: string; now: number; fence: string }>(
+        `UPDATE instances SET session_id = NULL, clean = 0, free_since = @now, released_at = @now, updated_at = @now,
+                              fence_boot_id = @fence
           WHERE address = @address`,
       ),
       touch: db.prepare<{ session_id: string; last: number; expires: number }>(
@@ -229,7 +207,7 @@ export class SqliteLeaseStore implements LeaseStore {
       if (row === undefined) return undefined;
       if (expectAddress !== undefined && row.instance_address !== expectAddress) return undefined;
       this.stmts.deleteLease.run(sessionId);
-      this.stmts.vacate.run({ address: row.instance_address, now: this.now() });
+      this.stmts.vacate.run({ address: row.instance_address, now: this.now(), fence: row.instance_boot_id });
       return leaseFromRow(row);
     });
 
@@ -243,7 +221,7 @@ export class SqliteLeaseStore implements LeaseStore {
       const expired = this.stmts.expiredLeases.all(now);
       for (const row of expired) {
         this.stmts.deleteLease.run(row.session_id);
-        this.stmts.vacate.run({ address: row.instance_address, now });
+        this.stmts.vacate.run({ address: row.instance_address, now, fence: row.instance_boot_id });
       }
       return expired.map(leaseFromRow);
     });
@@ -260,7 +238,7 @@ export class SqliteLeaseStore implements LeaseStore {
         // A probe older than the lease describes the instance before it was leased.
         if ((restarted || foreign) && probeStartedAt >= leaseRow.created_at) {
           this.stmts.deleteLease.run(leaseRow.session_id);
-          this.stmts.vacate.run({ address, now });
+          this.stmts.vacate.run({ address, now, fence: leaseRow.instance_boot_id });
           released = leaseFromRow(leaseRow);
         }
       }
@@ -268,7 +246,8 @@ export class SqliteLeaseStore implements LeaseStore {
       // A probe that started before the last release may describe the instance before its
       // session bound: it cannot prove the instance clean.
       const staleProbe = probeStartedAt < (released !== undefined ? now : instance.released_at);
-      const clean = !stillLeased && status.sessionId === "" && !status.shuttingDown && !staleProbe ? 1 : 0;
+      const fence = released !== undefined ? released.instanceBootId : instance.fence_boot_id;
+      const clean = !stillLeased && status.sessionId === "" && !status.shuttingDown && !staleProbe && status.bootId !== fence ? 1 : 0;
       this.stmts.updateStatus.run({
         address,
         pod_name: status.podName,
@@ -277,7 +256,8 @@ export class SqliteLeaseStore implements LeaseStore {
         now,
       });
       const unknownSession = !stillLeased && status.sessionId !== "" ? status.sessionId : undefined;
-      return { ...(released ? { released } : {}), ...(unknownSession ? { unknownSession } : {}) };
+      const fenced = !stillLeased && status.sessionId === "" && !status.shuttingDown && status.bootId === fence;
+      return { ...(released ? { released } : {}), ...(unknownSession ? { unknownSession } : {}), ...(fenced ? { fenced } : {}) };
     });
   }
 
@@ -414,7 +394,9 @@ export class SqliteLeaseStore implements LeaseStore {
       probeStartedAt < lease.created_at ||
       ((lease.instance_boot_id === "" || lease.instance_boot_id === status.bootId) &&
         (status.sessionId === "" || status.sessionId === lease.session_id));
-    const wantClean = lease === undefined && status.sessionId === "" && !status.shuttingDown && probeStartedAt >= instance.released_at;
+    const fenced = lease === undefined && status.sessionId === "" && !status.shuttingDown && status.bootId === instance.fence_boot_id;
+    const wantClean =
+      lease === undefined && status.sessionId === "" && !status.shuttingDown && probeStartedAt >= instance.released_at && !fenced;
     const unchanged =
       leaseOk &&
       instance.healthy === 1 &&
@@ -422,7 +404,8 @@ export class SqliteLeaseStore implements LeaseStore {
       instance.boot_id === status.bootId &&
       (lease !== undefined || instance.clean === (wantClean ? 1 : 0));
     if (unchanged) {
-      return lease === undefined && status.sessionId !== "" ? { unknownSession: status.sessionId } : {};
+      if (lease === undefined && status.sessionId !== "") return { unknownSession: status.sessionId };
+      return fenced ? { fenced } : {};
     }
     const outcome = this.recordStatusTx.immediate(address, status, probeStartedAt);
     if (outcome.released !== undefined) this.emitReleased(outcome.released);

@@ -6,7 +6,7 @@ import {
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
 } from "../../gen/grpc/health/v1/health_pb.js";
-import { GetStatusResponseSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
+import { GetStatusResponseSchema, RecycleRequestSchema } from "../../gen/myservice/instance/v1/instance_pb.js";
 import type { InstanceRecord, InstanceStatus, Lease, LeaseStore, ReconcileOutcome } from "../leases/lease-store.js";
 import { rawUnary } from "../proxy/raw-unary.js";
 import { ConnectFailure, type UpstreamConnection, type UpstreamPool } from "../proxy/upstream-pool.js";
@@ -14,7 +14,9 @@ import type { Discovery } from "./discovery.js";
 
 const statusPath = "/myservice.instance.v1.InstanceService/GetStatus";
 const healthPath = "/grpc.health.v1.Health/Check";
-const shutdownPath = "/my_service.MyServiceAPI/MyServiceShutdown";
+const recyclePath = "/myservice.instance.v1.InstanceService/Recycle";
+/** Session id named when recycling an instance that holds no session (a fenced one). */
+const noSession = "no-session";
 const emptyRequest = new Uint8Array(0);
 const healthRequest = toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "" }));
 
@@ -47,6 +49,13 @@ export interface InstancePoolOptions {
   /** A token for `sessionId`, to shut an instance down on the session's behalf (recycling; `createSystemTokens`). */
   readonly systemToken: (sessionId: string) => Promise<string>;
   readonly logger: Logger;
+  /**
+   * The live gateways sharing the store (SPEC 10): each instance is probed by one of them only,
+   * chosen by rendezvous hashing of the gateway ids, so the probe load on an instance does not
+   * grow with the number of gateways; a dead gateway's share moves as soon as the membership
+   * drops it. Absent: this gateway probes every instance.
+   */
+  readonly membership?: { readonly id: string; liveIds(): readonly string[] };
   /** Called when a lease was released by reconciliation (SPEC 4.7). */
   readonly onLeaseReleased?: (lease: Lease, reason: ReleaseReason) => void;
   /** Called when an instance is declared dead or comes back. */
@@ -100,12 +109,34 @@ export class InstancePool {
     this.timers.length = 0;
   }
 
-  /** Number of instances this gateway's probes currently see healthy. */
+  /** Number of instances seen healthy: by this gateway's probes, or in the store for the instances others probe. */
   healthyCount(): number {
     let n = 0;
-    for (const address of this.known)
-      if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
+    for (const address of this.known) {
+      if (!this.probesItself(address)) {
+        if (this.records.get(address)?.healthy === true) n++;
+      } else if (this.probes.get(address)?.consecutiveFailures === 0 && this.probes.get(address)?.lastProbeAt !== 0) n++;
+    }
     return n;
+  }
+
+  /**
+   * True when this gateway probes `address`: the live gateway whose rendezvous score for it is
+   * highest (ties cannot matter: ids are unique). Always true without a membership.
+   */
+  probesItself(address: string): boolean {
+    const membership = this.options.membership;
+    if (membership === undefined) return true;
+    let best = "";
+    let bestScore = -1;
+    for (const id of membership.liveIds()) {
+      const score = rendezvousScore(id, address);
+      if (score > bestScore || (score === bestScore && id > best)) {
+        best = id;
+        bestScore = score;
+      }
+    }
+    return best === "" || best === membership.id;
   }
 
   /** Addresses currently discovered. */
@@ -113,10 +144,12 @@ export class InstancePool {
     return this.known;
   }
 
-  /** True while this gateway's probes declare the instance dead. */
+  /** True while the instance is declared dead: by this gateway's probes, or in the store by the gateway that probes it. */
   isDown(address: string): boolean {
     const state = this.probes.get(address);
-    return state !== undefined && state.consecutiveFailures >= this.options.failureThreshold;
+    if (state !== undefined && state.consecutiveFailures >= this.options.failureThreshold) return true;
+    const record = this.records.get(address);
+    return !this.probesItself(address) && record !== undefined && !record.healthy && record.sessionId !== null;
   }
 
   probeState(address: string): InstanceProbeState | undefined {
@@ -141,8 +174,8 @@ export class InstancePool {
       }
       for (const address of gone) await store.setHealthy(address, false);
     } catch (error) {
-      logger.warn({ err: error }, "lease store unavailable; discovery retried next period");
-      return;
+      // Probe rounds register what the store does not know yet once it is back.
+      logger.warn({ err: error }, "lease store unavailable; instances registered once it is back");
     }
     for (const address of gone) {
       this.probes.delete(address);
@@ -177,7 +210,10 @@ export class InstancePool {
       // once it is back.
       this.options.logger.warn({ err: error }, "lease store unavailable; probing from the last known state");
     }
-    const queue = [...this.known];
+    // Instances added to discovery while the store was down are registered once it is back.
+    const unregistered = this.known.filter((a) => !this.records.has(a));
+    if (unregistered.length > 0) await this.options.store.register(unregistered).catch(() => {});
+    const queue = this.known.filter((a) => this.probesItself(a));
     const worker = async () => {
       for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probe(address);
     };
@@ -253,15 +289,19 @@ export class InstancePool {
         );
         this.options.onLeaseReleased?.(outcome.released, "instance-restarted");
       }
-      if (outcome.unknownSession !== undefined && !status.shuttingDown) {
-        // SPEC 4.7: kept out of the pool until recycled; recycle it (at most every 5 s).
+      if ((outcome.unknownSession !== undefined || outcome.fenced) && !status.shuttingDown) {
+        // SPEC 4.7: kept out of the pool until recycled; recycle it (at most every 5 s). A
+        // fenced instance served a lease that ended without a restart (its session never
+        // reached it): it too restarts before anyone else gets it.
         if (Date.now() - state.lastRecycleAt > 5000) {
           state.lastRecycleAt = Date.now();
           logger.warn(
             { address, pod: status.podName, sessionId: outcome.unknownSession },
-            "instance holds a session no lease knows; recycling it",
+            outcome.fenced
+              ? "instance served a lease and never restarted; recycling it"
+              : "instance holds a session no lease knows; recycling it",
           );
-          void this.recycle(address, outcome.unknownSession);
+          void this.recycle(address, outcome.unknownSession ?? noSession);
         }
       }
     } catch (error) {
@@ -348,7 +388,11 @@ export class InstancePool {
     }
   }
 
-  /** Shuts an instance down on `sessionId`'s behalf so its supervisor restarts it clean (SPEC 4.6). */
+  /**
+   * Makes an instance exit on `sessionId`'s behalf so its supervisor restarts it clean (SPEC
+   * 4.6): `InstanceService/Recycle` with a token of role `system`, accepted whether the instance
+   * bound the session or never saw it; refused if it holds another session.
+   */
   async recycle(address: string, sessionId: string): Promise<boolean> {
     const ok = await this.shutDownFor(address, sessionId);
     this.options.onRecycled?.(address, ok);
@@ -362,8 +406,8 @@ export class InstancePool {
       const conn = this.options.upstream.get(address);
       const reply = await rawUnary(
         conn.session,
-        shutdownPath,
-        emptyRequest,
+        recyclePath,
+        toBinary(RecycleRequestSchema, create(RecycleRequestSchema, { sessionId })),
         { authorization: token, "session-id": sessionId },
         this.options.healthTimeoutMs * 2,
       );
@@ -395,4 +439,19 @@ function ping(session: ClientHttp2Session, timeoutMs: number): Promise<void> {
       done(error as Error);
     }
   });
+}
+
+/** Rendezvous (highest random weight) score of a gateway for an instance: FNV-1a of both. */
+function rendezvousScore(gatewayId: string, address: string): number {
+  let h = 0x811c9dc5;
+  const text = `${gatewayId}|${address}`;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  // One more mixing round: FNV's low bits alone spread short, similar strings poorly.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b) >>> 0;
+  h ^= h >>> 13;
+  return h >>> 0;
 }

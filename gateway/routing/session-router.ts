@@ -180,7 +180,12 @@ export class SessionRouter {
       throw unavailableError(error);
     }
     if (released === undefined) {
-      if (current === undefined) throw unavailableError();
+      // The lease ended elsewhere (e.g. a Shutdown through another gateway, seen late by this
+      // gateway's cache): the session continues on a new instance, as its next call would.
+      if (current === undefined) {
+        const lease = await this.acquire(caller, lost.instanceAddress);
+        return { lease, transfer: { fromPod: lost.podName, toPod: lease.podName, reason } };
+      }
       return { lease: current, transfer: { fromPod: lost.podName, toPod: current.podName, reason } };
     }
     this.lostLeases.delete(lost.sessionId);

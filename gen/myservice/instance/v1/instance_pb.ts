@@ -13,7 +13,45 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file myservice/instance/v1/instance.proto.
  */
 export const file_myservice_instance_v1_instance: GenFile = /*@__PURE__*/
-  fileDesc("CiRteXNlcnZpY2UvaW5zdGFuY2UvdjEvaW5zdGFuY2UucHJvdG8SFW15c2VydmljZS5pbnN0YW5jZS52MSISChBHZXRTdGF0dXNSZXF1ZXN0IngKEUdldFN0YXR1c1Jlc3BvbnNlEhAKCHBvZF9uYW1lGAEgASgJEg8KB2Jvb3RfaWQYAiABKAkSEgoKc2Vzc2lvbl9pZBgDIAEoCRIVCg1zaHV0dGluZ19kb3duGAQgASgIEhUKDXN0YXJ0ZWRfYXRfbXMYBSABKAMycQoPSW5zdGFuY2VTZXJ2aWNlEl4KCUdldFN0YXR1cxInLm15c2VydmljZS5pbnN0YW5jZS52MS5HZXRTdGF0dXNSZXF1ZXN0GigubXlzZXJ2aWNlLmluc3RhbmNlLnYxLkdldFN0YXR1c1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CiRteXNlcnZpY2UvaW5zdGFuY2UvdjEvaW5zdGFuY2UucHJvdG8SFW15c2VydmljZS5pbnN0YW5jZS52MSIkCg5SZWN5Y2xlUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIiMKD1JlY3ljbGVSZXNwb25zZRIQCghwb2RfbmFtZRgBIAEoCSISChBHZXRTdGF0dXNSZXF1ZXN0IngKEUdldFN0YXR1c1Jlc3BvbnNlEhAKCHBvZF9uYW1lGAEgASgJEg8KB2Jvb3RfaWQYAiABKAkSEgoKc2Vzc2lvbl9pZBgDIAEoCRIVCg1zaHV0dGluZ19kb3duGAQgASgIEhUKDXN0YXJ0ZWRfYXRfbXMYBSABKAMyywEKD0luc3RhbmNlU2VydmljZRJeCglHZXRTdGF0dXMSJy5teXNlcnZpY2UuaW5zdGFuY2UudjEuR2V0U3RhdHVzUmVxdWVzdBooLm15c2VydmljZS5pbnN0YW5jZS52MS5HZXRTdGF0dXNSZXNwb25zZRJYCgdSZWN5Y2xlEiUubXlzZXJ2aWNlLmluc3RhbmNlLnYxLlJlY3ljbGVSZXF1ZXN0GiYubXlzZXJ2aWNlLmluc3RhbmNlLnYxLlJlY3ljbGVSZXNwb25zZWIGcHJvdG8z");
+
+/**
+ * @generated from message myservice.instance.v1.RecycleRequest
+ */
+export type RecycleRequest = Message<"myservice.instance.v1.RecycleRequest"> & {
+  /**
+   * The session whose lease ended on this instance.
+   *
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message myservice.instance.v1.RecycleRequest.
+ * Use `create(RecycleRequestSchema)` to create a new message.
+ */
+export const RecycleRequestSchema: GenMessage<RecycleRequest> = /*@__PURE__*/
+  messageDesc(file_myservice_instance_v1_instance, 0);
+
+/**
+ * @generated from message myservice.instance.v1.RecycleResponse
+ */
+export type RecycleResponse = Message<"myservice.instance.v1.RecycleResponse"> & {
+  /**
+   * Pod name of the instance that is about to exit.
+   *
+   * @generated from field: string pod_name = 1;
+   */
+  podName: string;
+};
+
+/**
+ * Describes the message myservice.instance.v1.RecycleResponse.
+ * Use `create(RecycleResponseSchema)` to create a new message.
+ */
+export const RecycleResponseSchema: GenMessage<RecycleResponse> = /*@__PURE__*/
+  messageDesc(file_myservice_instance_v1_instance, 1);
 
 /**
  * @generated from message myservice.instance.v1.GetStatusRequest
@@ -26,7 +64,7 @@ export type GetStatusRequest = Message<"myservice.instance.v1.GetStatusRequest">
  * Use `create(GetStatusRequestSchema)` to create a new message.
  */
 export const GetStatusRequestSchema: GenMessage<GetStatusRequest> = /*@__PURE__*/
-  messageDesc(file_myservice_instance_v1_instance, 0);
+  messageDesc(file_myservice_instance_v1_instance, 2);
 
 /**
  * @generated from message myservice.instance.v1.GetStatusResponse
@@ -73,7 +111,7 @@ export type GetStatusResponse = Message<"myservice.instance.v1.GetStatusResponse
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export const GetStatusResponseSchema: GenMessage<GetStatusResponse> = /*@__PURE__*/
-  messageDesc(file_myservice_instance_v1_instance, 1);
+  messageDesc(file_myservice_instance_v1_instance, 3);
 
 /**
  * InstanceService is served by every MyService instance next to MyServiceAPI.
@@ -90,6 +128,19 @@ export const InstanceService: GenService<{
     methodKind: "unary";
     input: typeof GetStatusRequestSchema;
     output: typeof GetStatusResponseSchema;
+  },
+  /**
+   * Recycle makes the instance exit with code 0 (its supervisor restarts it clean), bound or
+   * not, so that it is leased to another session only after a new boot. Called by a gateway
+   * with a token of role "system" issued for session_id; refused with FAILED_PRECONDITION when
+   * the instance is bound to another session.
+   *
+   * @generated from rpc myservice.instance.v1.InstanceService.Recycle
+   */
+  recycle: {
+    methodKind: "unary";
+    input: typeof RecycleRequestSchema;
+    output: typeof RecycleResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_myservice_instance_v1_instance, 0);
