@@ -146,10 +146,14 @@ export class InstancePool {
 
   /** True while the instance is declared dead: by this gateway's probes, or in the store by the gateway that probes it. */
   isDown(address: string): boolean {
-    const state = this.probes.get(address);
-    if (state !== undefined && state.consecutiveFailures >= this.options.failureThreshold) return true;
+    if (this.probesItself(address)) {
+      const state = this.probes.get(address);
+      return state !== undefined && state.consecutiveFailures >= this.options.failureThreshold;
+    }
+    // Probed by another gateway: this gateway's own probe state may be from before the share
+    // moved (and is reset each round, see `probeAll`); the store has the prober's verdict.
     const record = this.records.get(address);
-    return !this.probesItself(address) && record !== undefined && !record.healthy && record.sessionId !== null;
+    return record !== undefined && !record.healthy && record.sessionId !== null;
   }
 
   probeState(address: string): InstanceProbeState | undefined {
@@ -213,7 +217,21 @@ export class InstancePool {
     // Instances added to discovery while the store was down are registered once it is back.
     const unregistered = this.known.filter((a) => !this.records.has(a));
     if (unregistered.length > 0) await this.options.store.register(unregistered).catch(() => {});
-    const queue = this.known.filter((a) => this.probesItself(a));
+    const queue: string[] = [];
+    for (const address of this.known) {
+      if (this.probesItself(address)) {
+        queue.push(address);
+        continue;
+      }
+      // Another gateway probes it now: forget what this gateway's own probes saw, so a share
+      // that comes back starts from a full probe and never from failures counted before.
+      const state = this.probes.get(address);
+      if (state !== undefined && !state.inFlight) {
+        state.consecutiveFailures = 0;
+        state.lastError = undefined;
+        state.lastFullProbeAt = 0;
+      }
+    }
     const worker = async () => {
       for (let address = queue.shift(); address !== undefined; address = queue.shift()) await this.probe(address);
     };
