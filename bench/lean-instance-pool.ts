@@ -12,8 +12,10 @@
  *   the launcher's supervisor restarts an exited instance.
  *
  * Anything else answers UNIMPLEMENTED. Environment: `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` (required), `BENCH_INSTANCES`
- * (count, default 100), `BENCH_POD_PREFIX` (default `lean`). Prints `{"ports":[...]}` once
- * every port listens (`pool-process.ts`).
+ * (count, default 100), `BENCH_POD_PREFIX` (default `lean`), `BENCH_LOG_BINDS=1` (print one line
+ * `{"bound":"<session>","pod":"<pod>","at":<Unix ms>}` whenever an instance binds a session: the
+ * waiting-room tests read which sessions ever reached an instance). Prints `{"ports":[...]}`
+ * once every port listens (`pool-process.ts`).
  */
 import { randomUUID } from "node:crypto";
 import * as http2 from "node:http2";
@@ -30,6 +32,7 @@ import { poolEnv, servePool } from "./pool-process.js";
 
 const { keys, count } = poolEnv();
 const prefix = process.env.BENCH_POD_PREFIX ?? "lean";
+const logBinds = process.env.BENCH_LOG_BINDS === "1";
 
 type Reply = { status: 0; message: Uint8Array } | { status: Code; error: string };
 
@@ -124,8 +127,10 @@ class LeanInstance {
       case "/my_service.MyServiceAPI/MyServiceEcho": {
         const sessionId = this.authenticate(headers);
         if (typeof sessionId !== "string") return sessionId;
-        if (this.sessionId === undefined) this.sessionId = sessionId;
-        else if (this.sessionId !== sessionId) return fail(Code.Internal, `Session conflict: was=${this.sessionId}, now=${sessionId}`);
+        if (this.sessionId === undefined) {
+          this.sessionId = sessionId;
+          if (logBinds) process.stdout.write(`${JSON.stringify({ bound: sessionId, pod: this.podName, at: Date.now() })}\n`);
+        } else if (this.sessionId !== sessionId) return fail(Code.Internal, `Session conflict: was=${this.sessionId}, now=${sessionId}`);
         const message = firstMessage(body);
         if (message === undefined) return fail(Code.InvalidArgument, "no request message");
         const request = fromBinary(EchoRequestSchema, message);
@@ -173,14 +178,12 @@ class LeanInstance {
     }
   }
 
+  /** Closes at once, connections included, as an exiting process would (its Shutdown reply went out 20 ms ago). */
   close(): Promise<void> {
     return new Promise((resolve) => {
       this.server.close(() => resolve());
-      for (const s of this.sessions) s.close();
-      setTimeout(() => {
-        for (const s of this.sessions) s.destroy();
-        resolve();
-      }, 500).unref();
+      for (const s of this.sessions) s.destroy();
+      setTimeout(resolve, 500).unref();
     });
   }
 }

@@ -38,14 +38,16 @@ export function poolEnv(): { keys: VerificationKey[]; count: number } {
 export async function servePool(count: number, create: (index: number) => PoolMember): Promise<void> {
   const serve = (port: number, index: number): Promise<number> => {
     const member = create(index);
-    void member.ended.then(async () => {
-      await member.close();
-      await serve(port, index);
-    });
-    return new Promise((resolve, reject) => {
+    const listening = new Promise<number>((resolve, reject) => {
       member.server.once("error", reject);
       member.server.listen(port, "127.0.0.1", () => resolve((member.server.address() as AddressInfo).port));
     });
+    // The replacement listens on the port this one got (not on `port`, which is 0 the first time).
+    void Promise.all([listening, member.ended]).then(async ([bound]) => {
+      await member.close();
+      await serve(bound, index);
+    });
+    return listening;
   };
   const ports: number[] = [];
   for (let i = 0; i < count; i++) ports.push(await serve(0, i + 1));

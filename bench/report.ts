@@ -13,7 +13,7 @@ export interface RunMeta {
   readonly seconds: number;
 }
 
-/** One target of issue 6, checked against this run's figures. */
+/** One target of issues 6 and 13, checked against this run's figures. */
 export interface TargetCheck {
   readonly target: string;
   readonly figure: string;
@@ -26,7 +26,7 @@ function metric(results: readonly ProfileResult[], id: string, name: string): nu
   return v !== undefined && Number.isFinite(v) ? v : undefined;
 }
 
-/** Checks the targets of issues 6 and 14 against the figures of this run. */
+/** Checks the targets of issues 6, 12, 13 and 14 against the figures of this run. */
 export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[] {
   const checks: TargetCheck[] = [];
   const add = (target: string, value: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
@@ -100,6 +100,16 @@ export function evaluateTargets(results: readonly ProfileResult[]): TargetCheck[
     (v) => v <= 1.1,
     fmtRatio,
   );
+  const ms = (v: number) => `${fmt(v, 1)} ms`;
+  add("queue: grant latency p50 ≤ 20 ms, one gateway", metric(results, "queue", "grantP50OneMs"), (v) => v <= 20, ms);
+  add("queue: grant latency p99 ≤ 100 ms, one gateway", metric(results, "queue", "grantP99OneMs"), (v) => v <= 100, ms);
+  add("queue: grant latency p99 ≤ 150 ms, two gateways", metric(results, "queue", "grantP99TwoMs"), (v) => v <= 150, ms);
+  add(
+    "queue: 0 FIFO violations",
+    metric(results, "queue", "fifoViolations"),
+    (v) => v === 0,
+    (v) => String(v),
+  );
   const streams = metric(results, "streams", "streams");
   add(
     "1,000 open streams through the gateway < 200 MB RSS",
@@ -135,7 +145,7 @@ export function renderText(meta: RunMeta, results: readonly ProfileResult[], tar
   let out = `\n=== bench: ${metaLine(meta)}\n`;
   for (const r of results) for (const t of r.tables) out += textTable(t);
   out += textTable({
-    title: "Targets (issue 6)",
+    title: "Targets (issues 6 and 13)",
     columns: ["target", "this run", "status"],
     rows: targets.map((t) => [t.target, t.figure, mark(t.met)]),
   });
@@ -167,7 +177,7 @@ export function renderMarkdown(meta: RunMeta, results: readonly ProfileResult[],
     "## Targets",
     "",
     mdTable({
-      title: "Targets (issue 6)",
+      title: "Targets (issues 6 and 13)",
       columns: ["target", "this run", "status"],
       rows: targets.map((t) => [t.target, t.figure, mark(t.met)]),
     }),

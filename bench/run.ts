@@ -14,6 +14,7 @@ import { footprintProfile } from "./profiles/footprint.js";
 import { leaseStoreProfile } from "./profiles/lease-store.js";
 import { loginProfile } from "./profiles/login.js";
 import { proxyProfile, proxyTlsProfile } from "./profiles/proxy.js";
+import { queueProfile } from "./profiles/queue.js";
 import { scaleOutProfile } from "./profiles/scale-out.js";
 import { streamsProfile } from "./profiles/streams.js";
 import { tokenKeysProfile } from "./profiles/token-keys.js";
@@ -21,7 +22,7 @@ import { evaluateTargets, renderMarkdown, renderSvg, renderText } from "./report
 import { gatewayNodeArgs } from "./stack.js";
 import type { BenchContext, ProfileResult } from "./types.js";
 
-const usage = `usage: npm run bench -- [--quick] [--rounds N] [--only proxy,proxy-tls,streams,allocation,token-keys,lease-store,login,footprint,scale-out] [--gateway-node-args "--cpu-prof ..."]`;
+const usage = `usage: npm run bench -- [--quick] [--rounds N] [--only proxy,proxy-tls,streams,allocation,token-keys,lease-store,login,footprint,scale-out,queue] [--gateway-node-args "--cpu-prof ..."]`;
 
 const allProfiles = {
   proxy: proxyProfile,
@@ -33,6 +34,7 @@ const allProfiles = {
   login: loginProfile,
   footprint: footprintProfile,
   "scale-out": scaleOutProfile,
+  queue: queueProfile,
 } as const;
 type ProfileId = keyof typeof allProfiles;
 

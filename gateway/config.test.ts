@@ -50,6 +50,8 @@ describe("gateway loadConfig()", () => {
       maxHeaderBytes: 16 * 1024,
       upstreamConnectTimeoutMs: 2_000,
       maxSessionsPerUser: 0,
+      queueMaxWaitMs: 60_000,
+      queueMaxLength: 1000,
       loginMaxFailuresPerUser: 5,
       loginUserFailureWindowMs: 300_000,
       loginMaxFailuresPerPeer: 20,
@@ -86,9 +88,13 @@ describe("gateway loadConfig()", () => {
       MAX_MESSAGE_BYTES: "1048576",
       MAX_HEADER_BYTES: "8192",
       UPSTREAM_CONNECT_TIMEOUT: "500ms",
+      QUEUE_MAX_WAIT: "2m",
+      QUEUE_MAX_LENGTH: "0",
       LOG_LEVEL: "debug",
       LOG_FORMAT: "pretty",
     });
+    assert.equal(config.queueMaxWaitMs, 120_000);
+    assert.equal(config.queueMaxLength, 0);
     assert.equal(config.port, 12345);
     assert.equal(config.host, "127.0.0.1");
     assert.equal(config.tokenLifetimeMs, 30_000);
@@ -166,6 +172,11 @@ describe("gateway loadConfig()", () => {
       ["MYSERVICE_ADDRESSES", "a:1,b:0"],
       ["MYSERVICE_ADDRESSES", "a:99999"],
       ["MYSERVICE_DNS", "myservice"],
+      ["QUEUE_MAX_WAIT", "0s"],
+      ["QUEUE_MAX_WAIT", "2h"],
+      ["QUEUE_MAX_WAIT", "-1s"],
+      ["QUEUE_MAX_LENGTH", "-1"],
+      ["QUEUE_MAX_LENGTH", "lots"],
     ] as const) {
       const problems = problemsOf({ ...minimal, [name]: value });
       assert.equal(problems.length, 1, `${name}=${value}: ${problems.join("; ")}`);

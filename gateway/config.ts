@@ -96,6 +96,17 @@ export interface GatewayConfig {
   readonly upstreamConnectTimeoutMs: number;
   /** `MAX_SESSIONS_PER_USER`: most sessions (leases) one user may hold at once; 0 = no limit. Default 0. */
   readonly maxSessionsPerUser: number;
+  /**
+   * `QUEUE_MAX_WAIT`: longest a call with `x-wait-for-instance` waits for a free instance
+   * (SPEC 11), milliseconds; the header and the call's deadline may make it shorter. Default 60s.
+   */
+  readonly queueMaxWaitMs: number;
+  /**
+   * `QUEUE_MAX_LENGTH`: sessions the waiting queue holds at most, every gateway sharing the lease
+   * store together; a call that would wait beyond it is refused at once (`x-queue-full: true`).
+   * 0 turns waiting off. Default 1000.
+   */
+  readonly queueMaxLength: number;
   /** `LOGIN_MAX_FAILURES_PER_USER`: failed logins of one username within `loginUserFailureWindowMs` before Login is refused; 0 = off. Default 5. */
   readonly loginMaxFailuresPerUser: number;
   /** `LOGIN_USER_FAILURE_WINDOW`: sliding window of the per-user count, milliseconds. Default 5m. */
@@ -199,6 +210,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): G
     maxHeaderBytes: r.integer("MAX_HEADER_BYTES", defaultMaxHeaderBytes, 1024, 1024 * 1024),
     upstreamConnectTimeoutMs: r.duration("UPSTREAM_CONNECT_TIMEOUT", 2 * second, 10, minute),
     maxSessionsPerUser: r.integer("MAX_SESSIONS_PER_USER", 0, 0, 1_000_000),
+    queueMaxWaitMs: r.duration("QUEUE_MAX_WAIT", minute, 1, hour),
+    queueMaxLength: r.integer("QUEUE_MAX_LENGTH", 1000, 0, 1_000_000),
     loginMaxFailuresPerUser: r.integer("LOGIN_MAX_FAILURES_PER_USER", 5, 0, 1_000_000),
     loginUserFailureWindowMs: r.duration("LOGIN_USER_FAILURE_WINDOW", 5 * minute, second, 24 * hour),
     loginMaxFailuresPerPeer: r.integer("LOGIN_MAX_FAILURES_PER_PEER", 20, 0, 1_000_000),

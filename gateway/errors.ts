@@ -25,17 +25,21 @@ export class GatewayError extends Error {
   constructor(
     readonly code: Code,
     readonly clientMessage: string,
-    options?: { cause?: unknown; retryAfterMs?: number },
+    options?: { cause?: unknown; retryAfterMs?: number; metadata?: Readonly<Record<string, string>> },
   ) {
     super(clientMessage, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "GatewayError";
     this.retryAfterMs = options?.retryAfterMs;
+    this.metadata = options?.metadata;
   }
   /** Hint for RESOURCE_EXHAUSTED: when a retry may succeed. */
   readonly retryAfterMs: number | undefined;
+  /** Extra trailers the client gets with the status (e.g. `x-queue-full`). */
+  readonly metadata: Readonly<Record<string, string>> | undefined;
 }
 
-export const busyError = (retryAfterMs?: number) => new GatewayError(Code.ResourceExhausted, messages.busy, { retryAfterMs });
+export const busyError = (retryAfterMs?: number, metadata?: Readonly<Record<string, string>>) =>
+  new GatewayError(Code.ResourceExhausted, messages.busy, { retryAfterMs, ...(metadata ? { metadata } : {}) });
 export const unavailableError = (cause?: unknown) => new GatewayError(Code.Unavailable, messages.unavailable, { cause });
 
 /**
@@ -69,10 +73,14 @@ export function grpcStatusOf(reason: unknown): { code: Code; message: string } {
 export function toConnectError(reason: unknown): ConnectError {
   if (reason instanceof ConnectError) return reason;
   const { code, message } = grpcStatusOf(reason);
-  if (reason instanceof GatewayError && reason.retryAfterMs !== undefined) {
-    return retryableError(message, code, reason.retryAfterMs, reason);
+  const error =
+    reason instanceof GatewayError && reason.retryAfterMs !== undefined
+      ? retryableError(message, code, reason.retryAfterMs, reason)
+      : new ConnectError(message, code, undefined, undefined, reason);
+  if (reason instanceof GatewayError && reason.metadata !== undefined) {
+    for (const [key, value] of Object.entries(reason.metadata)) error.metadata.set(key, value);
   }
-  return new ConnectError(message, code, undefined, undefined, reason);
+  return error;
 }
 
 /**

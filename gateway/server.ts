@@ -15,6 +15,7 @@ import { createTokenVerifier } from "../common/tokens.js";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { MyServiceAPI } from "../gen/my_service/my_service_pb.js";
 import { AdminService } from "../gen/mygateway/admin/v1/admin_pb.js";
+import { WaitingRoom as WaitingRoomApi } from "../gen/mygateway/queue/v1/waiting_room_pb.js";
 import { createLogin, peerHeader } from "./auth/login-service.js";
 import { LoginThrottle } from "./auth/login-throttle.js";
 import { createSystemTokens } from "./auth/system-tokens.js";
@@ -39,6 +40,8 @@ import { encodeGrpcMessage } from "./proxy/grpc-frames.js";
 import { createGrpcRelay, isNativeGrpc, relayedPaths } from "./proxy/grpc-relay.js";
 import { UpstreamPool } from "./proxy/upstream-pool.js";
 import { cleartextUpstream, createUpstreamTls } from "./proxy/upstream-tls.js";
+import { WaitingRoom } from "./queue/waiting-room.js";
+import { registerWaitingRoomService } from "./queue/waiting-room-service.js";
 import { SessionRouter } from "./routing/session-router.js";
 
 /** What the gateway is built from besides its configuration. */
@@ -58,20 +61,26 @@ export interface Gateway {
   readonly keeper: LeaseKeeper;
   readonly router: SessionRouter;
   readonly membership: Membership;
+  readonly waitingRoom: WaitingRoom;
   /** Reconciles with the instances (SPEC 4.7), then listens. Resolves to the bound address and port. */
   start(): Promise<AddressInfo>;
   close(): Promise<void>;
 }
 
+/** Shortest silence after which a gateway's queue entries are purged, milliseconds. */
+const queuePurgeFloorMs = 2000;
+
 /** Builds the gateway from its parts; only `main.ts` reads the environment and handles signals. */
 export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway {
   const { logger, users, store, material } = deps;
+  const heartbeatIntervalMs = Math.max(50, config.healthIntervalMs / 2);
+  const liveWithinMs = 2 * config.healthIntervalMs + 500;
   const membership = new Membership({
     store,
     id: config.gatewayId,
     address: `${config.host}:${config.port}`,
-    heartbeatIntervalMs: Math.max(50, config.healthIntervalMs / 2),
-    liveWithinMs: 2 * config.healthIntervalMs + 500,
+    heartbeatIntervalMs,
+    liveWithinMs,
     logger,
   });
   const upstreamTls =
@@ -96,6 +105,21 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       void pool.recycle(lease.instanceAddress, lease.sessionId);
     },
   });
+  // SPEC 11: entries of a gateway that stopped beating are purged once it drops out of the
+  // membership, by whichever gateway's period comes first; never sooner than 2 s of silence, so a
+  // loaded gateway that misses a few beats does not lose its waiters' places (test/queue/order).
+  const waitingRoom = new WaitingRoom({
+    store,
+    gatewayId: config.gatewayId,
+    maxWaitMs: config.queueMaxWaitMs,
+    maxLength: config.queueMaxLength,
+    liveWithinMs: Math.max(liveWithinMs, queuePurgeFloorMs),
+    purgeIntervalMs: heartbeatIntervalMs,
+    defaultRetryAfterMs: 1000,
+    logger,
+    onOutcome: (outcome, waitedMs) => metrics.queueWait(outcome, waitedMs),
+    onPurged: (count) => metrics.queuePurged(count),
+  });
   const router = new SessionRouter({
     store,
     keeper,
@@ -104,6 +128,11 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     maxSessionsPerUser: config.maxSessionsPerUser,
     logger,
     onAllocation: (result, durationMs) => metrics.allocation(result, durationMs),
+    waitingRoom,
+    onGrantAbandoned: (lease) => {
+      metrics.leaseRevoked("abandoned");
+      void pool.recycle(lease.instanceAddress, lease.sessionId);
+    },
   });
   const discovery = combinedDiscovery([
     ...(config.instanceAddresses.length > 0 ? [staticDiscovery(config.instanceAddresses)] : []),
@@ -177,7 +206,8 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       stats: () => metrics.stats(),
       onReleased: () => metrics.leaseRevoked("admin"),
     });
-    registerReflectionService(r, [MyServiceAPI, Health, AdminService, ...reflectionServices], statusDetailFiles);
+    registerWaitingRoomService(r, { store, authenticate: (sessionId, authorization) => router.authenticate(sessionId, authorization) });
+    registerReflectionService(r, [MyServiceAPI, Health, AdminService, WaitingRoomApi, ...reflectionServices], statusDetailFiles);
   };
   const dashboard = createDashboardHandler();
   const handler = connectNodeAdapter({
@@ -311,6 +341,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
     keeper,
     router,
     membership,
+    waitingRoom,
     async start() {
       // A shared store connects in the background: give it a moment, so the first discovery
       // and probe round are written; if it stays down the gateway starts anyway, not ready.
@@ -318,6 +349,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
       await membership.start();
+      await waitingRoom.start();
       await pool.start();
       keeper.start();
       const bound = await listenOn(door, config.port, config.host, (reason) =>
@@ -354,6 +386,7 @@ export function createGateway(config: GatewayConfig, deps: GatewayDeps): Gateway
       for (const session of sessions) session.destroy();
       h1.closeAllConnections();
       pool.stop();
+      await waitingRoom.stop();
       await keeper.stop();
       await membership.stop();
       upstream.close();

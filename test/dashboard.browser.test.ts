@@ -1,6 +1,7 @@
 // The live dashboard (SPEC 9) in headless Chromium against a real stack: log in, see the
 // pool, watch a session appear when a client leases an instance, release it from the page,
-// drain and undrain an instance. Leaves a screenshot in test-results/.
+// watch the waiting room (SPEC 11) fill and drain, drain and undrain an instance. Leaves
+// screenshots in test-results/.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
@@ -136,6 +137,38 @@ describe(
       assert.equal(await page.textContent("#stat-busy"), `${stats.allocationsBusy}; ${stats.allocationsBusyLastMinute}`);
       assert.ok(stats.allocationsBusyLastMinute >= 1n);
       for (const s of sessions) await client.api.myServiceShutdown({}, { headers: s.headers });
+    });
+
+    it("shows the waiting room live: waiters in arrival order, the head leaving when it gets an instance", async () => {
+      const holders = [];
+      for (let i = 0; i < 3; i++) {
+        const h = await login(client, "queue-holder");
+        await retryWhile(capacity, () => echo(client, h));
+        holders.push(h);
+      }
+      const [w1, w2] = [await login(client, "queue-w1"), await login(client, "queue-w2")];
+      const wait = (s: typeof w1) =>
+        client.api.myServiceEcho({ value: "w" }, { headers: { ...s.headers, "x-wait-for-instance": "30s" }, timeoutMs: 30_000 });
+      const first = wait(w1);
+      await page.locator(`#queue tbody tr[data-session="${w1.id}"][data-position="1"]`).waitFor();
+      const second = wait(w2);
+      await page.locator(`#queue tbody tr[data-session="${w2.id}"][data-position="2"]`).waitFor();
+      assert.equal(await page.textContent("#stat-queue"), "2");
+      assert.equal(await page.isVisible("#no-queue"), false);
+      await page.screenshot({ path: join(artifacts, "dashboard-queue.png"), fullPage: true });
+
+      await client.api.myServiceShutdown({}, { headers: (holders[0] as typeof w1).headers });
+      assert.equal((await first).serverSessionId, w1.id);
+      await page.locator(`#queue tbody tr[data-session="${w1.id}"]`).waitFor({ state: "detached" });
+      await page.locator(`#queue tbody tr[data-session="${w2.id}"][data-position="1"]`).waitFor();
+      await client.api.myServiceShutdown({}, { headers: (holders[1] as typeof w1).headers });
+      assert.equal((await second).serverSessionId, w2.id);
+      await page.locator("#no-queue").waitFor({ state: "visible" });
+      assert.equal(await page.textContent("#stat-queue"), "0");
+      // Two grants happened: the mean time between them is shown.
+      assert.notEqual(await page.textContent("#stat-queue-interval"), "–");
+      for (const s of [w1, w2, holders[2] as typeof w1]) await client.api.myServiceShutdown({}, { headers: s.headers });
+      await stack.waitAllFree();
     });
 
     it("drains and undrains an instance from the page", async () => {

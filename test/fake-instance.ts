@@ -39,6 +39,8 @@ export class FakeInstance {
   serving = true;
   /** The session the status call reports; `undefined`: the session bound by a call. */
   reportedSession: string | undefined;
+  /** How long Echo takes to answer, milliseconds. */
+  echoDelayMs = 0;
   /** Resolves when a Subscribe stream ends, with how it ended. */
   readonly subscribeEnded: Promise<{ rstCode: number | undefined; messagesSent: number }>;
   private sessionId = "";
@@ -135,6 +137,12 @@ export class FakeInstance {
         return;
       case echoPath: {
         const { session, value } = this.accept(headers, body);
+        if (this.echoDelayMs > 0) {
+          setTimeout(() => {
+            if (!stream.destroyed) this.unary(stream, this.reply(value, session, 0, "MyServiceEcho"));
+          }, this.echoDelayMs);
+          return;
+        }
         this.unary(
           stream,
           this.reply(value, session, 0, "MyServiceEcho"),

@@ -118,6 +118,7 @@ describe("operations surface", () => {
         "grpc.reflection.v1alpha.ServerReflection",
         "my_service.MyServiceAPI",
         "mygateway.admin.v1.AdminService",
+        "mygateway.queue.v1.WaitingRoom",
       ];
 
       it("lists every served service over v1 and v1alpha", async () => {

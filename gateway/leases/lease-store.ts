@@ -47,7 +47,11 @@ export type AcquireResult =
   /** No healthy instance at all. */
   | { readonly kind: "unavailable" }
   /** The owner already holds `maxPerOwner` leases. */
-  | { readonly kind: "user-limit" };
+  | { readonly kind: "user-limit" }
+  /** Busy, and the request asked to wait: the session's entry in the queue (new, or the one it joined). */
+  | { readonly kind: "queued"; readonly entry: QueueEntry; readonly joined: boolean }
+  /** Busy, the request asked to wait, and the queue holds `wait.maxLength` entries already. */
+  | { readonly kind: "queue-full"; readonly length: number };
 
 /** One acquisition, for `acquireBatch`. */
 export interface AcquireRequest {
@@ -59,6 +63,8 @@ export interface AcquireRequest {
   readonly avoidAddress?: string;
   /** Most leases one owner may hold; 0 or absent = no limit. */
   readonly maxPerOwner?: number;
+  /** When every healthy instance is leased: enter the waiting queue instead of answering `busy` (SPEC 11). */
+  readonly wait?: WaitRequest;
 }
 
 /** What `recordStatus` changed. */
@@ -107,7 +113,7 @@ export type LeaseChange =
  * Everything is asynchronous except `lookup`, the per-call read of a leased session, which
  * answers without I/O when it can (a cache hit, or SQLite's synchronous indexed read).
  */
-export interface LeaseStore {
+export interface LeaseStore extends QueueStore {
   /** Engine name for logs and metrics: `sqlite` or `postgres`. */
   readonly engine: "sqlite" | "postgres";
   /**
@@ -187,4 +193,117 @@ export interface LeaseStore {
   watch(listener: (change: LeaseChange) => void): () => void;
 
   close(): Promise<void>;
+}
+
+/** How a request that finds no free instance waits for one (`AcquireRequest.wait`, SPEC 11). */
+export interface WaitRequest {
+  /** The gateway whose call waits: its entries leave the queue when it dies. */
+  readonly gatewayId: string;
+  /** The entry is never granted later than this after it entered, milliseconds (the call's wait). */
+  readonly maxWaitMs: number;
+  /** Entries the queue may hold; at this length the request gets `queue-full`. */
+  readonly maxLength: number;
+}
+
+/**
+ * One session waiting for an instance (SPEC 11). Times are Unix milliseconds of the store's
+ * clock. An entry is *granted* when an instance was reserved for it (`grantedAddress`): the
+ * instance is taken out of allocation but no lease exists yet; `claimGranted` turns the
+ * reservation into the session's lease. Until then no call can reach the instance for this
+ * session, so a reservation whose waiter left passes to the next waiter without a restart.
+ */
+export interface QueueEntry {
+  readonly sessionId: string;
+  readonly owner: string;
+  /** Gateway whose call waits for it. */
+  readonly gatewayId: string;
+  /** Arrival order across every gateway sharing the store (strictly increasing). */
+  readonly seq: number;
+  readonly enqueuedAt: number;
+  /** Never granted after this time. */
+  readonly deadlineAt: number;
+  /** Position when it entered, 1 = first. */
+  readonly entryPosition: number;
+  /** Position now among the entries still waiting (1 = next to be granted); 0 once granted. */
+  readonly position: number;
+  /** Instance reserved for it and not yet claimed, or `null` while it waits. */
+  readonly grantedAddress: string | null;
+}
+
+/** A reservation turned into a lease by `claimGranted`. */
+export interface ClaimedGrant {
+  readonly lease: Lease;
+  /** The entry as it was when claimed (arrival, position at entry). */
+  readonly entry: QueueEntry;
+}
+
+/** What `claimGranted` found. */
+export interface ClaimResult {
+  /** This gateway's granted entries, now leases. */
+  readonly claimed: readonly ClaimedGrant[];
+  /** Sessions asked for by name (and not in `claimed`) whose entry is gone because they hold a lease now. */
+  readonly leased: readonly Lease[];
+  /** Sessions asked for by name that have neither an entry nor a lease any more (their entry was removed). */
+  readonly gone: readonly string[];
+}
+
+/** The queue as a whole, for estimates (SPEC 11). */
+export interface QueueStats {
+  /** Entries still waiting (not granted). */
+  readonly length: number;
+  /** Grants so far (since the database was created). */
+  readonly grants: number;
+  /** When the last grant happened, Unix milliseconds; 0 = never. */
+  readonly lastGrantAt: number;
+  /**
+   * Mean time between grants while someone waited, milliseconds (exponentially weighted over
+   * about the last ten grants); `undefined` before the first grant.
+   */
+  readonly meanGrantIntervalMs: number | undefined;
+}
+
+/**
+ * The waiting queue's part of the lease store (SPEC 11): one queue in arrival order for every
+ * gateway sharing the store. Every transaction that can make an instance allocatable (a probe
+ * finding it clean, healthy again, undrained, a reservation given back) and every acquisition
+ * first grants free allocatable instances to the oldest waiting entries, inside the same write
+ * transaction, so no gateway can take a free instance past an older waiter. An entry is
+ * skipped (stays in place) while its deadline has passed or its owner holds `maxPerOwner`.
+ */
+export interface QueueStore {
+  /**
+   * Turns the reservations granted to this gateway's entries into leases, in one write
+   * transaction, and removes those entries (only the gateway whose call waits claims). A
+   * reservation on an instance that is no longer healthy, clean and undrained goes back: the
+   * entry waits again in its place. For `sessions` (entries of other gateways that calls of
+   * this gateway joined) it reports which hold a lease now and which are gone.
+   */
+  claimGranted(gatewayId: string, sessions?: readonly string[]): Promise<ClaimResult>;
+  /**
+   * Removes a session's entry (its waiting calls left: cancelled, deadline, waited out). A
+   * reservation it held passes to the next waiter in the same transaction, or the instance
+   * is free again. Returns the removed entry.
+   */
+  leaveQueue(sessionId: string): Promise<QueueEntry | undefined>;
+  /** Removes every entry of a gateway (its previous process died, or it stops), as `leaveQueue` does. */
+  leaveQueueOf(gatewayId: string): Promise<QueueEntry[]>;
+  /**
+   * Removes the entries of gateways without a heartbeat within `liveWithinMs`, and entries
+   * whose deadline passed more than `liveWithinMs` ago (their calls ended), as `leaveQueue`
+   * does. Returns them.
+   */
+  purgeQueue(liveWithinMs: number): Promise<QueueEntry[]>;
+  /** Every entry, in arrival order. */
+  queue(): Promise<QueueEntry[]>;
+  /** A session's entry, if it has one. */
+  queueEntry(sessionId: string): Promise<QueueEntry | undefined>;
+  queueStats(): Promise<QueueStats>;
+  /**
+   * Calls `listener` after a change that may concern waiters: at once after a commit of this
+   * store that granted, and for commits of other gateways as soon as the engine learns of them
+   * (SQLite: `PRAGMA data_version` polled every few milliseconds while someone listens;
+   * PostgreSQL: `LISTEN/NOTIFY`). A wake-up carries no data: the listener reads what it needs.
+   * Returns the unsubscribe function.
+   */
+  watchQueue(listener: () => void): () => void;
 }

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, type ConnectRouter, type HandlerContext } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
 import { type TokenClaims, type TokenVerifier, tokenFromAuthorization } from "../../common/tokens.js";
@@ -8,12 +8,14 @@ import {
   type Instance,
   InstanceSchema,
   InstanceState,
+  QueueEntrySchema,
   type Session,
   SessionSchema,
 } from "../../gen/mygateway/admin/v1/admin_pb.js";
 import { messages } from "../errors.js";
 import type { InstanceRecord, Lease, LeaseStore } from "../leases/lease-store.js";
 import type { InstancePool } from "../pool/instance-pool.js";
+import { estimateWaitMs } from "../queue/waiting-room.js";
 import type { SessionRouter } from "../routing/session-router.js";
 import { instanceCondition, type PoolStats } from "./metrics.js";
 import { requestIdOf } from "./request-id.js";
@@ -168,6 +170,29 @@ export function registerAdminService(router: ConnectRouter, options: AdminServic
         allocationsAcquiredLastMinute: BigInt(s.allocationsLastMinute.acquired),
         allocationsBusyLastMinute: BigInt(s.allocationsLastMinute.busy),
         allocationsUnavailableLastMinute: BigInt(s.allocationsLastMinute.unavailable),
+      };
+    },
+    async listQueue(_request, context) {
+      await requireAdmin(verifyToken, context);
+      const [entries, stats] = await Promise.all([store.queue(), store.queueStats()]);
+      const estimate = estimateWaitMs(stats.length + 1, stats);
+      return {
+        entries: entries.map((e) =>
+          create(QueueEntrySchema, {
+            sessionId: e.sessionId,
+            owner: e.owner,
+            gatewayId: e.gatewayId,
+            seq: BigInt(e.seq),
+            position: e.position,
+            entryPosition: e.entryPosition,
+            enqueueTime: timestampFromMs(e.enqueuedAt),
+            deadlineTime: timestampFromMs(e.deadlineAt),
+            grantedInstance: e.grantedAddress ?? "",
+          }),
+        ),
+        length: stats.length,
+        ...(stats.meanGrantIntervalMs !== undefined ? { meanGrantInterval: durationFromMs(Math.round(stats.meanGrantIntervalMs)) } : {}),
+        ...(estimate !== undefined ? { estimatedWait: durationFromMs(estimate) } : {}),
       };
     },
   });

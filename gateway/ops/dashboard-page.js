@@ -168,17 +168,46 @@ function renderSessions(sessions) {
   );
 }
 
+/** A protobuf JSON Duration ("1.500s") in milliseconds; NaN when absent. */
+const durationMs = (d) => (typeof d === "string" && d.endsWith("s") ? Number(d.slice(0, -1)) * 1000 : NaN);
+
+function shortDuration(ms) {
+  if (!Number.isFinite(ms)) return "–";
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s` : duration(ms);
+}
+
+function renderQueue(queue) {
+  const entries = queue.entries ?? [];
+  $("stat-queue").textContent = String(queue.length ?? 0);
+  $("stat-queue-estimate").textContent = shortDuration(durationMs(queue.estimatedWait));
+  $("stat-queue-interval").textContent = shortDuration(durationMs(queue.meanGrantInterval));
+  $("no-queue").hidden = entries.length > 0;
+  $("queue").tBodies[0].replaceChildren(
+    ...entries.map((e) => {
+      const tr = el("tr");
+      tr.dataset.session = e.sessionId;
+      tr.dataset.position = String(e.position ?? 0);
+      tr.append(el("td", e.position ? String(e.position) : "–", "position"), el("td", e.sessionId, "mono session"));
+      tr.append(el("td", e.owner), el("td", e.gatewayId, "mono"), el("td", duration(since(e.enqueueTime))));
+      tr.append(el("td", duration(until(e.deadlineTime))), el("td", e.grantedInstance ?? "", "mono"));
+      return tr;
+    }),
+  );
+}
+
 async function refresh() {
-  const [i, s, stats] = await Promise.all([
+  const [i, s, stats, queue] = await Promise.all([
     call(admin, "ListInstances", {}),
     call(admin, "ListSessions", {}),
     call(admin, "GetPoolStats", {}),
+    call(admin, "ListQueue", {}),
   ]);
   const instances = i.instances ?? [];
   const sessions = s.sessions ?? [];
   renderStats(instances, sessions, stats);
   renderInstances(instances);
   renderSessions(sessions);
+  renderQueue(queue);
   $("updated").textContent = new Date().toLocaleTimeString();
 }
 

@@ -1,6 +1,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { Counter, collectDefaultMetrics, Gauge, Histogram, type Registry } from "prom-client";
-import type { InstanceRecord, Lease } from "../leases/lease-store.js";
+import type { InstanceRecord, Lease, QueueStats } from "../leases/lease-store.js";
 import { WindowCounter } from "./window-counter.js";
 
 /** Outcome of one allocation attempt (`SessionRouter` option `onAllocation`). */
@@ -13,7 +13,12 @@ export type LoginResult = "ok" | "invalid_argument" | "denied" | "throttled";
 export interface PoolStateSource {
   instances(): Promise<InstanceRecord[]>;
   leases(): Promise<Lease[]>;
+  /** The waiting queue (SPEC 11), for `mygateway_queue_length`. */
+  queueStats?(): Promise<QueueStats>;
 }
+
+/** How a call that waited (or was refused by a full queue) ended. */
+export type QueueWaitResult = "granted" | "timeout" | "deadline" | "cancelled" | "full" | "error";
 
 /** Options of `createGatewayMetrics`. */
 export interface GatewayMetricsOptions {
@@ -54,6 +59,10 @@ export interface GatewayMetrics {
   leaseExpired(): void;
   /** An instance was shut down on a session's behalf (`ok`: it accepted). */
   recycled(ok: boolean): void;
+  /** A call that waited in the queue ended (or a full queue refused it: `full`, 0 ms). */
+  queueWait(result: QueueWaitResult, waitedMs: number): void;
+  /** Entries of dead gateways were purged from the queue. */
+  queuePurged(count: number): void;
   stats(): PoolStats;
 }
 
@@ -87,6 +96,8 @@ export function grpcCodeName(code: number): string {
 const callBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 const allocationBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
 const allocationResults: readonly AllocationResult[] = ["acquired", "busy", "unavailable", "user-limit"];
+const queueWaitBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+const queueWaitResults: readonly QueueWaitResult[] = ["granted", "timeout", "deadline", "cancelled", "full", "error"];
 const loginResults: readonly LoginResult[] = ["ok", "invalid_argument", "denied", "throttled"];
 
 type InstanceCondition = "free" | "leased" | "recycling" | "unhealthy";
@@ -262,6 +273,36 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
     },
   });
 
+  const queueWaitSeconds = new Histogram({
+    name: "mygateway_queue_wait_seconds",
+    help: "Time calls with x-wait-for-instance spent in the waiting queue, by result (granted, timeout, deadline, cancelled, full, error).",
+    labelNames: ["result"] as const,
+    buckets: queueWaitBuckets,
+    registers,
+  });
+  const queuePurged = new Counter({
+    name: "mygateway_queue_purged_total",
+    help: "Queue entries of gateways that stopped beating (or long past their deadline), removed by this gateway.",
+    registers,
+  });
+  let lastQueueLength = 0;
+  new Gauge({
+    name: "mygateway_queue_length",
+    help: "Sessions waiting for an instance, on every gateway sharing the lease store.",
+    registers,
+    async collect() {
+      if (options.state.queueStats === undefined) return;
+      try {
+        lastQueueLength = (await options.state.queueStats()).length;
+      } catch {
+        // The store is down: the last length read.
+      }
+      this.set(lastQueueLength);
+    },
+  });
+  const queueWaitChildren = new Map(queueWaitResults.map((r) => [r, queueWaitSeconds.labels(r)] as const));
+  queuePurged.inc(0);
+
   // Label children created once and reused: the relay calls `proxiedCall` on every call.
   const allocationChildren = new Map(
     allocationResults.map(
@@ -376,6 +417,12 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
     recycled(ok) {
       (ok ? recycleChildren.ok : recycleChildren.failed).inc();
       stats.recycles++;
+    },
+    queueWait(result, waitedMs) {
+      (queueWaitChildren.get(result) ?? queueWaitSeconds.labels(result)).observe(waitedMs / 1000);
+    },
+    queuePurged(count) {
+      queuePurged.inc(count);
     },
     stats() {
       return {

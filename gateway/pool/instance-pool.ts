@@ -144,14 +144,19 @@ export class InstancePool {
     return this.known;
   }
 
-  /** True while the instance is declared dead: by this gateway's probes, or in the store by the gateway that probes it. */
-  isDown(address: string): boolean {
+  /**
+   * True while the instance is declared dead. An instance this gateway probes: by its own
+   * probes; with `unlessHealthySince` (a lease's creation time), false when its last probe ended
+   * before it — the store saw the instance healthy and clean after that, so it is back. An
+   * instance another gateway probes: by that gateway's verdict in the store (this gateway's own
+   * probe state may be from before the share moved, and is reset each round, see `probeAll`).
+   */
+  isDown(address: string, unlessHealthySince?: number): boolean {
     if (this.probesItself(address)) {
       const state = this.probes.get(address);
-      return state !== undefined && state.consecutiveFailures >= this.options.failureThreshold;
+      if (state === undefined || state.consecutiveFailures < this.options.failureThreshold) return false;
+      return unlessHealthySince === undefined || state.lastProbeAt >= unlessHealthySince;
     }
-    // Probed by another gateway: this gateway's own probe state may be from before the share
-    // moved (and is reset each round, see `probeAll`); the store has the prober's verdict.
     const record = this.records.get(address);
     return record !== undefined && !record.healthy && record.sessionId !== null;
   }
@@ -324,6 +329,11 @@ export class InstancePool {
       }
     } catch (error) {
       if (!this.probes.has(address)) return;
+      if (await this.seenHealthySince(address, startedAt)) {
+        // Another gateway's probe found it healthy after this one started (it came back from a
+        // restart meanwhile): a late failure is no evidence against it (test/queue/order).
+        return;
+      }
       state.consecutiveFailures++;
       state.lastError = (error as Error).message;
       const record = this.records.get(address);
@@ -346,6 +356,16 @@ export class InstancePool {
     } finally {
       state.lastProbeAt = Date.now();
       state.inFlight = false;
+    }
+  }
+
+  /** The store holds the instance healthy, written (by any gateway) at or after `since`. */
+  private async seenHealthySince(address: string, since: number): Promise<boolean> {
+    try {
+      const record = await this.options.store.instance(address);
+      return record?.healthy === true && record.updatedAt >= since;
+    } catch {
+      return false; // the store is down: this gateway's probes decide
     }
   }
 

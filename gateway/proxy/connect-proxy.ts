@@ -5,6 +5,7 @@ import { MyServiceAPI } from "../../gen/my_service/my_service_pb.js";
 import { GatewayError, messages, toConnectError } from "../errors.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease } from "../leases/lease-store.js";
+import { queueHeaders, waitFromHeader } from "../queue/wait-header.js";
 import { type ProxiedMethod, type SessionRouter, transferHeaders } from "../routing/session-router.js";
 import { cleartextUpstream, type UpstreamTls } from "./upstream-tls.js";
 
@@ -50,16 +51,29 @@ export function createConnectProxy(options: ConnectProxyOptions) {
         context.requestHeader.get("session-id") ?? undefined,
         context.requestHeader.get("authorization") ?? undefined,
       );
-      const { lease, transfer } = await options.router.route(method, caller);
+      const waitMs = method === "MyServiceShutdown" ? undefined : waitFromHeader(context.requestHeader.get(queueHeaders.wait));
+      // The deadline (grpc-timeout, connect-timeout-ms) aborts `context.signal`: a waiting call
+      // leaves the queue and ends with DEADLINE_EXCEEDED, as on the native relay.
+      const wait = waitMs === undefined ? undefined : { requestedMs: waitMs, deadlineMs: context.timeoutMs(), signal: context.signal };
+      const { lease, transfer, queued } = await options.router.route(method, caller, wait);
       if (transfer !== undefined) {
         context.responseHeader.set(transferHeaders.from, transfer.fromPod);
         context.responseHeader.set(transferHeaders.to, transfer.toPod);
         context.responseHeader.set(transferHeaders.reason, transfer.reason);
       }
-      return { caller, lease };
+      if (queued !== undefined) {
+        context.responseHeader.set(queueHeaders.waitMs, String(Math.round(queued.waitedMs)));
+        context.responseHeader.set(queueHeaders.position, String(queued.position));
+      }
+      return { caller, lease, queued: queued !== undefined };
     } catch (error) {
       throw toConnectError(error);
     }
+  }
+
+  /** A granted waiter that went away before its answer began gives its lease back (SPEC 11). */
+  function abandoned(granted: { lease: Lease; queued: boolean }, context: HandlerContext): void {
+    if (granted.queued && context.signal.aborted) void options.router.abandonGrant(granted.lease);
   }
 
   function callOptions(context: HandlerContext) {
@@ -82,19 +96,26 @@ export function createConnectProxy(options: ConnectProxyOptions) {
 
   return {
     async echo(request: EchoRequest, context: HandlerContext): Promise<EchoResponse> {
-      const { lease } = await route("MyServiceEcho", context);
+      const granted = await route("MyServiceEcho", context);
       try {
-        return await clientFor(lease.instanceAddress).myServiceEcho(request, callOptions(context));
+        return await clientFor(granted.lease.instanceAddress).myServiceEcho(request, callOptions(context));
       } catch (error) {
+        abandoned(granted, context);
         throw upstreamError(error);
       }
     },
     async *subscribe(request: EchoRequest, context: HandlerContext): AsyncIterable<EchoResponse> {
-      const { caller, lease } = await route("MyServiceSubscribe", context);
+      const granted = await route("MyServiceSubscribe", context);
+      const { caller, lease } = granted;
       options.keeper.streamOpened(caller.sessionId);
+      let answered = false;
       try {
-        yield* clientFor(lease.instanceAddress).myServiceSubscribe(request, callOptions(context));
+        for await (const message of clientFor(lease.instanceAddress).myServiceSubscribe(request, callOptions(context))) {
+          answered = true;
+          yield message;
+        }
       } catch (error) {
+        if (!answered) abandoned(granted, context);
         if (context.signal.aborted) return;
         throw upstreamError(error);
       } finally {

@@ -1,10 +1,12 @@
 import { type ClientHttp2Stream, constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from "node:http2";
 import { Code } from "@connectrpc/connect";
 import type { Logger } from "../../common/logger.js";
-import { grpcStatusOf, messages, retryTrailers } from "../errors.js";
+import { GatewayError, grpcStatusOf, messages, retryTrailers } from "../errors.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { Lease } from "../leases/lease-store.js";
 import type { InstancePool } from "../pool/instance-pool.js";
+import { queueHeaders, waitFromHeader } from "../queue/wait-header.js";
+import type { QueueTicket } from "../queue/waiting-room.js";
 import {
   type Caller,
   type ProxiedMethod,
@@ -48,6 +50,8 @@ export interface GrpcRelayOptions {
 }
 
 const noop = () => {};
+const deadlineReason = new GatewayError(Code.DeadlineExceeded, "deadline exceeded");
+const cancelReason = new GatewayError(Code.Canceled, "call cancelled");
 const cancel = constants.NGHTTP2_CANCEL;
 let requestCounter = 0;
 const requestPrefix = Math.random().toString(36).slice(2, 8);
@@ -74,6 +78,12 @@ class RelayCall {
   private deadlineTimer: NodeJS.Timeout | undefined;
   private caller: Caller | undefined;
   private transfer: Transfer | undefined;
+  /** The call waited in the queue (SPEC 11): its response headers say so. */
+  private queued: QueueTicket | undefined;
+  /** Set while the call may wait in the queue: aborted when the call ends. */
+  private waitAbort: AbortController | undefined;
+  /** The lease the queue granted this call: given back if the call goes away before its response. */
+  private grantedLease: Lease | undefined;
   private transferred = false;
   /** The request body so far: kept whole for one replay (at most the message limit). */
   private readonly requestChunks: Buffer[] = [];
@@ -135,7 +145,14 @@ class RelayCall {
     if (this.finished) return;
     this.caller = caller;
     try {
-      const route = this.o.router.route(this.method, caller);
+      const waitMs = this.method === "MyServiceShutdown" ? undefined : waitFromHeader(this.headers[queueHeaders.wait]);
+      let wait: Parameters<SessionRouter["route"]>[2];
+      if (waitMs !== undefined) {
+        this.waitAbort = new AbortController();
+        const deadlineMs = this.deadlineAt === undefined ? undefined : this.deadlineAt - performance.now();
+        wait = { requestedMs: waitMs, deadlineMs, signal: this.waitAbort.signal };
+      }
+      const route = this.o.router.route(this.method, caller, wait);
       if (route instanceof Promise)
         route.then(
           (r) => this.send(caller, r),
@@ -147,8 +164,14 @@ class RelayCall {
     }
   }
 
-  private send(caller: Caller, { lease, transfer }: Route): void {
-    if (this.finished) return;
+  private send(caller: Caller, { lease, transfer, queued }: Route): void {
+    if (this.finished) {
+      // The call went away while it waited and its grant arrived at the same moment.
+      if (queued !== undefined) void this.o.router.abandonGrant(lease);
+      return;
+    }
+    this.queued = queued;
+    if (queued !== undefined) this.grantedLease = lease;
     if (transfer !== undefined) {
       this.transfer = transfer;
       this.log().info({ from: transfer.fromPod, to: transfer.toPod, reason: transfer.reason }, "session moved to a new instance");
@@ -170,7 +193,9 @@ class RelayCall {
       this.waitingFor = lease;
       return;
     }
-    if (this.o.pool.isDown(lease.instanceAddress)) {
+    // A lease created after this gateway's last failed probe is on an instance the store saw
+    // come back (another gateway probed it first): it is tried, not taken for dead.
+    if (this.o.pool.isDown(lease.instanceAddress, lease.createdAt)) {
       void this.onUpstreamFailure(lease, "gone");
       return;
     }
@@ -270,6 +295,7 @@ class RelayCall {
       out[key] = h[key];
     }
     this.addTransfer(out);
+    this.addQueued(out);
     this.responded = true;
     this.stream.respond(out, { waitForTrailers: true });
   }
@@ -344,8 +370,16 @@ class RelayCall {
       this.log().warn({ from: moved.transfer.fromPod, to: moved.transfer.toPod }, "instance lost; session moved and call replayed");
       this.attempt(moved.lease);
     } catch (error) {
+      this.log().warn({ pod: lease.podName, known, err: error }, "instance lost; the session could not be moved");
       this.failWith(error);
     }
+  }
+
+  private addQueued(out: OutgoingHttpHeaders): void {
+    const q = this.queued;
+    if (q === undefined) return;
+    out[queueHeaders.waitMs] = String(Math.round(q.waitedMs));
+    out[queueHeaders.position] = String(q.position);
   }
 
   private addTransfer(out: OutgoingHttpHeaders): void {
@@ -359,18 +393,19 @@ class RelayCall {
   private failWith(error: unknown): void {
     const { code, message } = grpcStatusOf(error);
     if (code === Code.Internal) this.log().error({ err: error }, "call failed");
-    const retry = (error as { retryAfterMs?: number }).retryAfterMs;
-    this.fail(code, message, retry);
+    if (error instanceof GatewayError) this.fail(code, message, error.retryAfterMs, error.metadata);
+    else this.fail(code, message);
   }
 
   /** Ends the call with a status of the gateway's own; cancels the upstream stream. */
-  private fail(code: Code, message: string, retryAfterMs?: number): void {
+  private fail(code: Code, message: string, retryAfterMs?: number, metadata?: Readonly<Record<string, string>>): void {
     if (this.finished) return;
     const up = this.up;
     this.up = undefined;
     if (up !== undefined && !up.destroyed) up.close(cancel);
     const out: OutgoingHttpHeaders = { "grpc-status": String(code), "grpc-message": encodeGrpcMessage(message) };
     if (retryAfterMs !== undefined) Object.assign(out, retryTrailers(code, message, retryAfterMs));
+    if (metadata !== undefined) Object.assign(out, metadata);
     this.endWith(out, code);
   }
 
@@ -380,6 +415,7 @@ class RelayCall {
    */
   private endWith(trailers: OutgoingHttpHeaders, code: number): void {
     if (!this.responded || this.transferred) this.addTransfer(trailers);
+    if (!this.responded) this.addQueued(trailers);
     if (!this.responded) {
       this.endTrailersOnly(trailers, code);
       return;
@@ -410,6 +446,14 @@ class RelayCall {
     if (this.finished) return;
     this.finished = true;
     if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer);
+    // A call still waiting in the queue leaves it now (SPEC 11); after its grant this does nothing.
+    this.waitAbort?.abort(code === Code.DeadlineExceeded ? deadlineReason : cancelReason);
+    // A granted waiter that went away before its answer was complete (an Echo before its
+    // trailers, a Subscribe before its first message) never got the instance: it is given back.
+    const unanswered = this.method === "MyServiceEcho" || !this.responded;
+    if (this.grantedLease !== undefined && unanswered && (code === -1 || code === Code.DeadlineExceeded)) {
+      void this.o.router.abandonGrant(this.grantedLease);
+    }
     if (this.streamCounted && this.caller !== undefined) this.o.keeper.streamClosed(this.caller.sessionId);
     this.o.onCallEnd?.(this.method, code, performance.now() - this.startedAt);
   }

@@ -6,6 +6,8 @@ import { busyError, GatewayError, messages, unavailableError } from "../errors.j
 import { AcquireQueue } from "../leases/acquire-queue.js";
 import type { LeaseKeeper } from "../leases/lease-keeper.js";
 import type { AcquireResult, Lease, LeaseStore } from "../leases/lease-store.js";
+import { queueHeaders } from "../queue/wait-header.js";
+import type { Admission, CallWait, QueueTicket, WaitingRoom } from "../queue/waiting-room.js";
 
 /** The three proxied methods. */
 export type ProxiedMethod = "MyServiceEcho" | "MyServiceSubscribe" | "MyServiceShutdown";
@@ -27,6 +29,8 @@ export interface Transfer {
 export interface Route {
   readonly lease: Lease;
   readonly transfer?: Transfer;
+  /** The call waited in the queue for this lease (SPEC 11): for its response headers. */
+  readonly queued?: QueueTicket;
 }
 
 /** Metadata keys naming a transfer on the response (headers, or trailers of an open stream). */
@@ -50,6 +54,13 @@ export interface SessionRouterOptions {
   readonly logger?: Logger;
   /** Observes every allocation attempt (metrics). */
   readonly onAllocation?: (result: "acquired" | "busy" | "unavailable" | "user-limit", durationMs: number) => void;
+  /** The waiting room, for calls that carry `x-wait-for-instance` (SPEC 11); without it they do not wait. */
+  readonly waitingRoom?: WaitingRoom;
+  /**
+   * Called after `abandonGrant` released a lease a waiter got and left before using: its
+   * instance may have seen the session, so it is recycled.
+   */
+  readonly onGrantAbandoned?: (lease: Lease) => void;
 }
 
 const authErrors: Record<AuthFailure, GatewayError> = {
@@ -80,10 +91,11 @@ export class SessionRouter {
 
   /**
    * The lease a call of `caller` must use; acquires one for Echo/Subscribe of a session
-   * without a lease (asynchronously: acquisitions are group-committed). Also returns a
-   * transfer when the session's previous instance was lost.
+   * without a lease (asynchronously: acquisitions are group-committed), waiting in the queue
+   * when `wait` is given and every instance is leased (SPEC 11). Also returns a transfer when
+   * the session's previous instance was lost.
    */
-  route(method: ProxiedMethod, caller: Caller): Route | Promise<Route> {
+  route(method: ProxiedMethod, caller: Caller, wait?: CallWait): Route | Promise<Route> {
     const { store } = this.options;
     // The hot path: a leased session is answered without waiting (no await, no extra turn).
     const known = store.lookup(caller.sessionId);
@@ -101,18 +113,67 @@ export class SessionRouter {
       );
     }
     // No lease, or none known without a read: the acquisition returns an existing one.
-    return this.acquire(caller).then((lease) => {
-      const lost = this.lostLeases.get(caller.sessionId);
-      if (lost === undefined) return { lease };
-      this.lostLeases.delete(caller.sessionId);
-      return { lease, transfer: { fromPod: lost.pod, toPod: lease.podName, reason: lost.reason } };
+    if (wait === undefined || this.options.waitingRoom === undefined)
+      return this.acquire(caller).then((lease) => this.afterLoss(caller, lease));
+    return this.acquireWaiting(caller, wait).then(({ lease, queued }) => {
+      const route = this.afterLoss(caller, lease);
+      return queued === undefined ? route : { ...route, queued };
     });
+  }
+
+  /** The route of a newly acquired lease: names the transfer when the session had lost its instance. */
+  private afterLoss(caller: Caller, lease: Lease): Route {
+    const lost = this.lostLeases.get(caller.sessionId);
+    if (lost === undefined) return { lease };
+    this.lostLeases.delete(caller.sessionId);
+    return { lease, transfer: { fromPod: lost.pod, toPod: lease.podName, reason: lost.reason } };
   }
 
   private routeTo(lease: Lease, caller: Caller): Route {
     this.checkOwner(lease, caller);
     this.options.keeper.touch(caller.sessionId);
     return { lease };
+  }
+
+  /** The acquisition of a call that may wait in the queue (SPEC 11). */
+  private async acquireWaiting(caller: Caller, wait: CallWait): Promise<{ lease: Lease; queued?: QueueTicket }> {
+    const room = this.options.waitingRoom as WaitingRoom;
+    const started = performance.now();
+    const done = (result: "acquired" | "busy" | "unavailable" | "user-limit") =>
+      this.options.onAllocation?.(result, performance.now() - started);
+    let admission: Admission;
+    try {
+      admission = await room.acquire(
+        {
+          sessionId: caller.sessionId,
+          owner: caller.claims.sub,
+          ttlMs: this.options.leaseIdleTtlMs,
+          maxPerOwner: this.options.maxSessionsPerUser,
+        },
+        wait,
+      );
+    } catch (error) {
+      // The call went away or its deadline passed (that is what it ends with), or the store failed.
+      if (wait.signal.aborted || (error instanceof GatewayError && error.code === Code.DeadlineExceeded)) throw error;
+      done("unavailable");
+      throw unavailableError(error);
+    }
+    switch (admission.kind) {
+      case "existing":
+      case "acquired":
+        if (admission.kind === "existing") this.checkOwner(admission.lease, caller);
+        else done("acquired");
+        this.options.keeper.touch(caller.sessionId);
+        return admission.queued === undefined ? { lease: admission.lease } : { lease: admission.lease, queued: admission.queued };
+      case "waited-out":
+        done("busy");
+        throw busyError(admission.retryAfterMs);
+      case "queue-full":
+        done("busy");
+        throw busyError(admission.retryAfterMs, { [queueHeaders.full]: "true" });
+      default:
+        return this.refuse(admission, caller, done);
+    }
   }
 
   private async acquire(caller: Caller, avoidAddress?: string): Promise<Lease> {
@@ -144,18 +205,27 @@ export class SessionRouter {
         this.options.keeper.touch(caller.sessionId);
         return result.lease;
       case "busy":
+      case "queued":
+      case "queue-full":
+        // A request without `wait` is never queued.
         done("busy");
         throw busyError(this.options.busyRetryAfterMs ?? 1000);
-      case "unavailable":
-        done("unavailable");
-        throw unavailableError();
-      case "user-limit":
-        done("user-limit");
-        throw new GatewayError(
-          Code.ResourceExhausted,
-          `user ${caller.claims.sub} already holds ${maxSessionsPerUser} sessions (the per-user limit)`,
-        );
+      default:
+        return this.refuse(result, caller, done);
     }
+  }
+
+  private refuse(
+    result: { readonly kind: "unavailable" | "user-limit" },
+    caller: Caller,
+    done: (result: "unavailable" | "user-limit") => void,
+  ): never {
+    done(result.kind);
+    if (result.kind === "unavailable") throw unavailableError();
+    throw new GatewayError(
+      Code.ResourceExhausted,
+      `user ${caller.claims.sub} already holds ${this.options.maxSessionsPerUser} sessions (the per-user limit)`,
+    );
   }
 
   private checkOwner(lease: Lease, caller: Caller): void {
@@ -200,6 +270,24 @@ export class SessionRouter {
       if (!oldest.done) this.lostLeases.delete(oldest.value);
     }
     this.lostLeases.set(lease.sessionId, { pod: lease.podName, reason });
+  }
+
+  /**
+   * A call that waited in the queue went away (cancel, deadline) after its grant but before
+   * its response began (SPEC 11: a waiter that left never holds an instance): its lease is
+   * released and the instance recycled, as the request may have reached it.
+   */
+  async abandonGrant(lease: Lease): Promise<void> {
+    let released: Lease | undefined;
+    try {
+      released = await this.options.store.release(lease.sessionId, lease.instanceAddress);
+    } catch (error) {
+      this.options.logger?.warn({ err: error, sessionId: lease.sessionId }, "release of an abandoned grant failed; the lease expires");
+      return;
+    }
+    if (released === undefined) return;
+    this.options.logger?.info({ sessionId: lease.sessionId, pod: lease.podName }, "waiter left right after its grant; lease released");
+    this.options.onGrantAbandoned?.(released);
   }
 
   /**

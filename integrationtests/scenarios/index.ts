@@ -11,10 +11,12 @@ import { stickySession } from "./sticky-session.js";
 import { streamSubscription } from "./stream-subscription.js";
 import { streamSubscriptionMyserviceStop } from "./stream-subscription-myservice-stop.js";
 import { systemOverload } from "./system-overload.js";
+import { waitingRoom } from "./waiting-room.js";
 
 /**
- * Every scenario of SPEC section 8, in the order `all` runs them: the ones that lease nothing
- * first, then the ones that lease and shut down, then the ones that fill the pool, and last the
+ * Every scenario of SPEC section 8 (and 11), in the order `all` runs them: the ones that lease
+ * nothing first, then the ones that lease and shut down, then the ones that fill the pool (the
+ * waiting room among them: it needs every instance free and frees them all again), and last the
  * ones that kill or stop instances, so a slow recovery can only affect what comes after it.
  */
 export const allScenarios: readonly Scenario[] = [
@@ -28,6 +30,7 @@ export const allScenarios: readonly Scenario[] = [
   myserviceShutdownErrors,
   noInstancesAvailable,
   systemOverload,
+  waitingRoom,
   streamSubscriptionMyserviceStop,
   gatewayErrorUnavailable,
 ];

@@ -12,6 +12,7 @@ import uuid
 
 import grpc
 
+from checks import check, finish, raw_stream, raw_unary, text
 from protowire import fields, string_field
 
 SERVICE = "/my_service.MyServiceAPI/"
@@ -27,18 +28,6 @@ def decode(data):
     return dict(fields(data))
 
 
-def text(message, number):
-    return message.get(number, b"").decode()
-
-
-failures = 0
-
-
-def check(what, condition, detail=""):
-    global failures
-    print(("ok     " if condition else "FAILED ") + what + ((" — " + detail) if detail else ""))
-    if not condition:
-        failures += 1
 
 
 def main():
@@ -48,11 +37,10 @@ def main():
             channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=ca.read()))
     else:
         channel = grpc.insecure_channel(target)
-    ident = lambda b: b
-    login = channel.unary_unary(SERVICE + "Login", request_serializer=ident, response_deserializer=ident)
-    echo = channel.unary_unary(SERVICE + "MyServiceEcho", request_serializer=ident, response_deserializer=ident)
-    subscribe = channel.unary_stream(SERVICE + "MyServiceSubscribe", request_serializer=ident, response_deserializer=ident)
-    shutdown = channel.unary_unary(SERVICE + "MyServiceShutdown", request_serializer=ident, response_deserializer=ident)
+    login = raw_unary(channel, SERVICE + "Login")
+    echo = raw_unary(channel, SERVICE + "MyServiceEcho")
+    subscribe = raw_stream(channel, SERVICE + "MyServiceSubscribe")
+    shutdown = raw_unary(channel, SERVICE + "MyServiceShutdown")
 
     sessions = []
     for i in range(instances + 1):
@@ -116,8 +104,7 @@ def main():
         r = decode(shutdown(b"", metadata=md, timeout=10))
         check("Shutdown %s -> %s" % (sid, text(r, 1)), text(r, 1) == pod and text(r, 2) == sid and text(r, 5) == "MyServiceShutdown")
     channel.close()
-    print("%d checks failed" % failures)
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 if __name__ == "__main__":

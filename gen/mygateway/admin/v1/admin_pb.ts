@@ -10,15 +10,15 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file mygateway/admin/v1/admin.proto.
  */
 export const file_mygateway_admin_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Ch5teWdhdGV3YXkvYWRtaW4vdjEvYWRtaW4ucHJvdG8SEm15Z2F0ZXdheS5hZG1pbi52MSLzAQoISW5zdGFuY2USDwoHYWRkcmVzcxgBIAEoCRIQCghwb2RfbmFtZRgCIAEoCRIwCgVzdGF0ZRgDIAEoDjIhLm15Z2F0ZXdheS5hZG1pbi52MS5JbnN0YW5jZVN0YXRlEg8KB2hlYWx0aHkYBCABKAgSEAoIZHJhaW5pbmcYBSABKAgSEgoKc2Vzc2lvbl9pZBgGIAEoCRIpCgVzaW5jZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYCCABKAUSEgoKbGFzdF9lcnJvchgJIAEoCSLyAQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg0KBW93bmVyGAIgASgJEhgKEGluc3RhbmNlX2FkZHJlc3MYAyABKAkSEAoIcG9kX25hbWUYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmxhc3RfYWN0aXZpdHlfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhYKFExpc3RJbnN0YW5jZXNSZXF1ZXN0IkgKFUxpc3RJbnN0YW5jZXNSZXNwb25zZRIvCglpbnN0YW5jZXMYASADKAsyHC5teWdhdGV3YXkuYWRtaW4udjEuSW5zdGFuY2UiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCJFChRMaXN0U2Vzc2lvbnNSZXNwb25zZRItCghzZXNzaW9ucxgBIAMoCzIbLm15Z2F0ZXdheS5hZG1pbi52MS5TZXNzaW9uIisKFVJlbGVhc2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIlgKFlJlbGVhc2VTZXNzaW9uUmVzcG9uc2USLAoHc2Vzc2lvbhgBIAEoCzIbLm15Z2F0ZXdheS5hZG1pbi52MS5TZXNzaW9uEhAKCHJlY3ljbGVkGAIgASgIIigKFERyYWluSW5zdGFuY2VSZXF1ZXN0EhAKCGluc3RhbmNlGAEgASgJIkcKFURyYWluSW5zdGFuY2VSZXNwb25zZRIuCghpbnN0YW5jZRgBIAEoCzIcLm15Z2F0ZXdheS5hZG1pbi52MS5JbnN0YW5jZSIqChZVbmRyYWluSW5zdGFuY2VSZXF1ZXN0EhAKCGluc3RhbmNlGAEgASgJIkkKF1VuZHJhaW5JbnN0YW5jZVJlc3BvbnNlEi4KCGluc3RhbmNlGAEgASgLMhwubXlnYXRld2F5LmFkbWluLnYxLkluc3RhbmNlIhUKE0dldFBvb2xTdGF0c1JlcXVlc3QihwMKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEi4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGFsbG9jYXRpb25zX2FjcXVpcmVkGAIgASgDEhgKEGFsbG9jYXRpb25zX2J1c3kYAyABKAMSHwoXYWxsb2NhdGlvbnNfdW5hdmFpbGFibGUYBCABKAMSFgoObGVhc2VfZXhwaXJpZXMYBSABKAMSEAoIcmVjeWNsZXMYBiABKAMSFQoNcHJveGllZF9jYWxscxgHIAEoAxIRCglsb2dpbnNfb2sYCCABKAMSFQoNbG9naW5zX2RlbmllZBgJIAEoAxIoCiBhbGxvY2F0aW9uc19hY3F1aXJlZF9sYXN0X21pbnV0ZRgKIAEoAxIkChxhbGxvY2F0aW9uc19idXN5X2xhc3RfbWludXRlGAsgASgDEisKI2FsbG9jYXRpb25zX3VuYXZhaWxhYmxlX2xhc3RfbWludXRlGAwgASgDKp8BCg1JbnN0YW5jZVN0YXRlEh4KGklOU1RBTkNFX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTSU5TVEFOQ0VfU1RBVEVfRlJFRRABEhkKFUlOU1RBTkNFX1NUQVRFX0xFQVNFRBACEhwKGElOU1RBTkNFX1NUQVRFX1JFQ1lDTElORxADEhwKGElOU1RBTkNFX1NUQVRFX1VOSEVBTFRIWRAEMvUECgxBZG1pblNlcnZpY2USZAoNTGlzdEluc3RhbmNlcxIoLm15Z2F0ZXdheS5hZG1pbi52MS5MaXN0SW5zdGFuY2VzUmVxdWVzdBopLm15Z2F0ZXdheS5hZG1pbi52MS5MaXN0SW5zdGFuY2VzUmVzcG9uc2USYQoMTGlzdFNlc3Npb25zEicubXlnYXRld2F5LmFkbWluLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaKC5teWdhdGV3YXkuYWRtaW4udjEuTGlzdFNlc3Npb25zUmVzcG9uc2USZwoOUmVsZWFzZVNlc3Npb24SKS5teWdhdGV3YXkuYWRtaW4udjEuUmVsZWFzZVNlc3Npb25SZXF1ZXN0GioubXlnYXRld2F5LmFkbWluLnYxLlJlbGVhc2VTZXNzaW9uUmVzcG9uc2USZAoNRHJhaW5JbnN0YW5jZRIoLm15Z2F0ZXdheS5hZG1pbi52MS5EcmFpbkluc3RhbmNlUmVxdWVzdBopLm15Z2F0ZXdheS5hZG1pbi52MS5EcmFpbkluc3RhbmNlUmVzcG9uc2USagoPVW5kcmFpbkluc3RhbmNlEioubXlnYXRld2F5LmFkbWluLnYxLlVuZHJhaW5JbnN0YW5jZVJlcXVlc3QaKy5teWdhdGV3YXkuYWRtaW4udjEuVW5kcmFpbkluc3RhbmNlUmVzcG9uc2USYQoMR2V0UG9vbFN0YXRzEicubXlnYXRld2F5LmFkbWluLnYxLkdldFBvb2xTdGF0c1JlcXVlc3QaKC5teWdhdGV3YXkuYWRtaW4udjEuR2V0UG9vbFN0YXRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("Ch5teWdhdGV3YXkvYWRtaW4vdjEvYWRtaW4ucHJvdG8SEm15Z2F0ZXdheS5hZG1pbi52MSLzAQoISW5zdGFuY2USDwoHYWRkcmVzcxgBIAEoCRIQCghwb2RfbmFtZRgCIAEoCRIwCgVzdGF0ZRgDIAEoDjIhLm15Z2F0ZXdheS5hZG1pbi52MS5JbnN0YW5jZVN0YXRlEg8KB2hlYWx0aHkYBCABKAgSEAoIZHJhaW5pbmcYBSABKAgSEgoKc2Vzc2lvbl9pZBgGIAEoCRIpCgVzaW5jZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYCCABKAUSEgoKbGFzdF9lcnJvchgJIAEoCSLyAQoHU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEg0KBW93bmVyGAIgASgJEhgKEGluc3RhbmNlX2FkZHJlc3MYAyABKAkSEAoIcG9kX25hbWUYBCABKAkSLwoLY3JlYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjYKEmxhc3RfYWN0aXZpdHlfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhYKFExpc3RJbnN0YW5jZXNSZXF1ZXN0IkgKFUxpc3RJbnN0YW5jZXNSZXNwb25zZRIvCglpbnN0YW5jZXMYASADKAsyHC5teWdhdGV3YXkuYWRtaW4udjEuSW5zdGFuY2UiFQoTTGlzdFNlc3Npb25zUmVxdWVzdCJFChRMaXN0U2Vzc2lvbnNSZXNwb25zZRItCghzZXNzaW9ucxgBIAMoCzIbLm15Z2F0ZXdheS5hZG1pbi52MS5TZXNzaW9uIisKFVJlbGVhc2VTZXNzaW9uUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIlgKFlJlbGVhc2VTZXNzaW9uUmVzcG9uc2USLAoHc2Vzc2lvbhgBIAEoCzIbLm15Z2F0ZXdheS5hZG1pbi52MS5TZXNzaW9uEhAKCHJlY3ljbGVkGAIgASgIIigKFERyYWluSW5zdGFuY2VSZXF1ZXN0EhAKCGluc3RhbmNlGAEgASgJIkcKFURyYWluSW5zdGFuY2VSZXNwb25zZRIuCghpbnN0YW5jZRgBIAEoCzIcLm15Z2F0ZXdheS5hZG1pbi52MS5JbnN0YW5jZSIqChZVbmRyYWluSW5zdGFuY2VSZXF1ZXN0EhAKCGluc3RhbmNlGAEgASgJIkkKF1VuZHJhaW5JbnN0YW5jZVJlc3BvbnNlEi4KCGluc3RhbmNlGAEgASgLMhwubXlnYXRld2F5LmFkbWluLnYxLkluc3RhbmNlIhUKE0dldFBvb2xTdGF0c1JlcXVlc3QihwMKFEdldFBvb2xTdGF0c1Jlc3BvbnNlEi4KCnN0YXJ0X3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKFGFsbG9jYXRpb25zX2FjcXVpcmVkGAIgASgDEhgKEGFsbG9jYXRpb25zX2J1c3kYAyABKAMSHwoXYWxsb2NhdGlvbnNfdW5hdmFpbGFibGUYBCABKAMSFgoObGVhc2VfZXhwaXJpZXMYBSABKAMSEAoIcmVjeWNsZXMYBiABKAMSFQoNcHJveGllZF9jYWxscxgHIAEoAxIRCglsb2dpbnNfb2sYCCABKAMSFQoNbG9naW5zX2RlbmllZBgJIAEoAxIoCiBhbGxvY2F0aW9uc19hY3F1aXJlZF9sYXN0X21pbnV0ZRgKIAEoAxIkChxhbGxvY2F0aW9uc19idXN5X2xhc3RfbWludXRlGAsgASgDEisKI2FsbG9jYXRpb25zX3VuYXZhaWxhYmxlX2xhc3RfbWludXRlGAwgASgDIvkBCgpRdWV1ZUVudHJ5EhIKCnNlc3Npb25faWQYASABKAkSDQoFb3duZXIYAiABKAkSEgoKZ2F0ZXdheV9pZBgDIAEoCRILCgNzZXEYBCABKAMSEAoIcG9zaXRpb24YBSABKA0SFgoOZW50cnlfcG9zaXRpb24YBiABKA0SMAoMZW5xdWV1ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1kZWFkbGluZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBncmFudGVkX2luc3RhbmNlGAkgASgJIhIKEExpc3RRdWV1ZVJlcXVlc3QivwEKEUxpc3RRdWV1ZVJlc3BvbnNlEi8KB2VudHJpZXMYASADKAsyHi5teWdhdGV3YXkuYWRtaW4udjEuUXVldWVFbnRyeRIOCgZsZW5ndGgYAiABKA0SNgoTbWVhbl9ncmFudF9pbnRlcnZhbBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIxCg5lc3RpbWF0ZWRfd2FpdBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiqfAQoNSW5zdGFuY2VTdGF0ZRIeChpJTlNUQU5DRV9TVEFURV9VTlNQRUNJRklFRBAAEhcKE0lOU1RBTkNFX1NUQVRFX0ZSRUUQARIZChVJTlNUQU5DRV9TVEFURV9MRUFTRUQQAhIcChhJTlNUQU5DRV9TVEFURV9SRUNZQ0xJTkcQAxIcChhJTlNUQU5DRV9TVEFURV9VTkhFQUxUSFkQBDLPBQoMQWRtaW5TZXJ2aWNlEmQKDUxpc3RJbnN0YW5jZXMSKC5teWdhdGV3YXkuYWRtaW4udjEuTGlzdEluc3RhbmNlc1JlcXVlc3QaKS5teWdhdGV3YXkuYWRtaW4udjEuTGlzdEluc3RhbmNlc1Jlc3BvbnNlEmEKDExpc3RTZXNzaW9ucxInLm15Z2F0ZXdheS5hZG1pbi52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GigubXlnYXRld2F5LmFkbWluLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlEmcKDlJlbGVhc2VTZXNzaW9uEikubXlnYXRld2F5LmFkbWluLnYxLlJlbGVhc2VTZXNzaW9uUmVxdWVzdBoqLm15Z2F0ZXdheS5hZG1pbi52MS5SZWxlYXNlU2Vzc2lvblJlc3BvbnNlEmQKDURyYWluSW5zdGFuY2USKC5teWdhdGV3YXkuYWRtaW4udjEuRHJhaW5JbnN0YW5jZVJlcXVlc3QaKS5teWdhdGV3YXkuYWRtaW4udjEuRHJhaW5JbnN0YW5jZVJlc3BvbnNlEmoKD1VuZHJhaW5JbnN0YW5jZRIqLm15Z2F0ZXdheS5hZG1pbi52MS5VbmRyYWluSW5zdGFuY2VSZXF1ZXN0GisubXlnYXRld2F5LmFkbWluLnYxLlVuZHJhaW5JbnN0YW5jZVJlc3BvbnNlEmEKDEdldFBvb2xTdGF0cxInLm15Z2F0ZXdheS5hZG1pbi52MS5HZXRQb29sU3RhdHNSZXF1ZXN0GigubXlnYXRld2F5LmFkbWluLnYxLkdldFBvb2xTdGF0c1Jlc3BvbnNlElgKCUxpc3RRdWV1ZRIkLm15Z2F0ZXdheS5hZG1pbi52MS5MaXN0UXVldWVSZXF1ZXN0GiUubXlnYXRld2F5LmFkbWluLnYxLkxpc3RRdWV1ZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Instance is one MyService instance as the gateway sees it.
@@ -447,6 +447,136 @@ export const GetPoolStatsResponseSchema: GenMessage<GetPoolStatsResponse> = /*@_
   messageDesc(file_mygateway_admin_v1_admin, 13);
 
 /**
+ * QueueEntry is one session waiting for an instance.
+ *
+ * @generated from message mygateway.admin.v1.QueueEntry
+ */
+export type QueueEntry = Message<"mygateway.admin.v1.QueueEntry"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * User who asked.
+   *
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+
+  /**
+   * GATEWAY_ID of the gateway its waiting call is on.
+   *
+   * @generated from field: string gateway_id = 3;
+   */
+  gatewayId: string;
+
+  /**
+   * Arrival order across every gateway (grows with each arrival).
+   *
+   * @generated from field: int64 seq = 4;
+   */
+  seq: bigint;
+
+  /**
+   * Position among the sessions still waiting, 1 = next; 0 once an instance is reserved for it.
+   *
+   * @generated from field: uint32 position = 5;
+   */
+  position: number;
+
+  /**
+   * Position when it entered, 1 = first.
+   *
+   * @generated from field: uint32 entry_position = 6;
+   */
+  entryPosition: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp enqueue_time = 7;
+   */
+  enqueueTime?: Timestamp | undefined;
+
+  /**
+   * Latest moment it may be granted an instance (its call's wait, deadline and QUEUE_MAX_WAIT).
+   *
+   * @generated from field: google.protobuf.Timestamp deadline_time = 8;
+   */
+  deadlineTime?: Timestamp | undefined;
+
+  /**
+   * Address of the instance reserved for it, while its call claims it; empty while it waits.
+   *
+   * @generated from field: string granted_instance = 9;
+   */
+  grantedInstance: string;
+};
+
+/**
+ * Describes the message mygateway.admin.v1.QueueEntry.
+ * Use `create(QueueEntrySchema)` to create a new message.
+ */
+export const QueueEntrySchema: GenMessage<QueueEntry> = /*@__PURE__*/
+  messageDesc(file_mygateway_admin_v1_admin, 14);
+
+/**
+ * ListQueueRequest has no fields.
+ *
+ * @generated from message mygateway.admin.v1.ListQueueRequest
+ */
+export type ListQueueRequest = Message<"mygateway.admin.v1.ListQueueRequest"> & {
+};
+
+/**
+ * Describes the message mygateway.admin.v1.ListQueueRequest.
+ * Use `create(ListQueueRequestSchema)` to create a new message.
+ */
+export const ListQueueRequestSchema: GenMessage<ListQueueRequest> = /*@__PURE__*/
+  messageDesc(file_mygateway_admin_v1_admin, 15);
+
+/**
+ * ListQueueResponse is the queue in arrival order.
+ *
+ * @generated from message mygateway.admin.v1.ListQueueResponse
+ */
+export type ListQueueResponse = Message<"mygateway.admin.v1.ListQueueResponse"> & {
+  /**
+   * @generated from field: repeated mygateway.admin.v1.QueueEntry entries = 1;
+   */
+  entries: QueueEntry[];
+
+  /**
+   * Sessions still waiting (entries without a reserved instance).
+   *
+   * @generated from field: uint32 length = 2;
+   */
+  length: number;
+
+  /**
+   * Mean time between recent grants (exponentially weighted over about the last ten); unset
+   * before the first grant.
+   *
+   * @generated from field: google.protobuf.Duration mean_grant_interval = 3;
+   */
+  meanGrantInterval?: Duration | undefined;
+
+  /**
+   * Estimated wait of a session arriving now (mean_grant_interval times length + 1); unset
+   * before the first grant.
+   *
+   * @generated from field: google.protobuf.Duration estimated_wait = 4;
+   */
+  estimatedWait?: Duration | undefined;
+};
+
+/**
+ * Describes the message mygateway.admin.v1.ListQueueResponse.
+ * Use `create(ListQueueResponseSchema)` to create a new message.
+ */
+export const ListQueueResponseSchema: GenMessage<ListQueueResponse> = /*@__PURE__*/
+  messageDesc(file_mygateway_admin_v1_admin, 16);
+
+/**
  * InstanceState is what an instance can do now.
  *
  * @generated from enum mygateway.admin.v1.InstanceState
@@ -561,6 +691,17 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof GetPoolStatsRequestSchema;
     output: typeof GetPoolStatsResponseSchema;
+  },
+  /**
+   * ListQueue returns the sessions waiting for an instance (SPEC 11), in arrival order, from
+   * every gateway sharing the lease store.
+   *
+   * @generated from rpc mygateway.admin.v1.AdminService.ListQueue
+   */
+  listQueue: {
+    methodKind: "unary";
+    input: typeof ListQueueRequestSchema;
+    output: typeof ListQueueResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_mygateway_admin_v1_admin, 0);
