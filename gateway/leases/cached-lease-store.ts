@@ -1,12 +1,15 @@
 import type {
   AcquireRequest,
   AcquireResult,
+  ClaimResult,
   GatewayMember,
   InstanceRecord,
   InstanceStatus,
   Lease,
   LeaseChange,
   LeaseStore,
+  QueueEntry,
+  QueueStats,
   ReconcileOutcome,
 } from "./lease-store.js";
 
@@ -24,6 +27,10 @@ export interface CachedLeaseStoreOptions {
  * gateway commits arrives through `watch` (`LISTEN/NOTIFY`) and drops the session's entry (an
  * acquisition of the same lease keeps it); `resync` (the channel was down) drops them all. A
  * read that was in flight while a change of its session arrived is not cached.
+ *
+ * The waiting queue passes through: a grant is a reservation, not a lease, so nothing of it is
+ * cached; the leases a claim returns (this gateway's, or another's that a call here joined) are
+ * remembered like any read, and another gateway's claim drops nothing here (its lease is new).
  *
  * What a stale entry can do: route one call to the instance of a lease that ended. It cannot
  * reach another session there: an instance is leased again only after a new boot (the store's
@@ -198,6 +205,41 @@ export class CachedLeaseStore implements LeaseStore {
 
   watch(listener: (change: LeaseChange) => void): () => void {
     return this.inner.watch(listener);
+  }
+
+  claimGranted(gatewayId: string, sessions?: readonly string[]): Promise<ClaimResult> {
+    return this.read(
+      () => this.inner.claimGranted(gatewayId, sessions),
+      (result) => [...result.claimed.map((c) => c.lease), ...result.leased],
+    );
+  }
+
+  leaveQueue(sessionId: string): Promise<QueueEntry | undefined> {
+    return this.inner.leaveQueue(sessionId);
+  }
+
+  leaveQueueOf(gatewayId: string): Promise<QueueEntry[]> {
+    return this.inner.leaveQueueOf(gatewayId);
+  }
+
+  purgeQueue(liveWithinMs: number): Promise<QueueEntry[]> {
+    return this.inner.purgeQueue(liveWithinMs);
+  }
+
+  queue(): Promise<QueueEntry[]> {
+    return this.inner.queue();
+  }
+
+  queueEntry(sessionId: string): Promise<QueueEntry | undefined> {
+    return this.inner.queueEntry(sessionId);
+  }
+
+  queueStats(): Promise<QueueStats> {
+    return this.inner.queueStats();
+  }
+
+  watchQueue(listener: () => void): () => void {
+    return this.inner.watchQueue(listener);
   }
 
   async close(): Promise<void> {

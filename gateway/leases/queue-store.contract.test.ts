@@ -529,5 +529,153 @@ forEachEngine((engine: Engine) => {
       assert.equal(wakes, 1);
       stop();
     });
+
+    it("never leaves a waiter entering on one store beside an instance another store makes allocatable at that moment", async (t) => {
+      const db = await engine.database(t);
+      const [a, b] = [await db.open(), await db.open()];
+      await a.heartbeat({ id: "gw-1", address: "x:1" });
+      await ready(a, ["a:1"]);
+      let holder = "h0";
+      await hold(a, holder);
+      const stalls: string[] = [];
+      const rounds = 150;
+      for (let i = 0; i < rounds; i++) {
+        // The instance's session ended; its restart is being seen by b while a waiter enters on a.
+        await b.release(holder);
+        const sessionId = `w${i}`;
+        const jitter = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.random() * ms));
+        const [entered] = await Promise.all([
+          jitter(1.5).then(() => one(a, waiting(sessionId, { gatewayId: "gw-1" }))),
+          jitter(1.5).then(() => b.recordStatus("a:1", cleanStatus("a:1", `boot-${i}`))),
+        ]);
+        if (entered.kind === "queued") {
+          const entry = await a.queueEntry(sessionId);
+          const instance = await a.instance("a:1");
+          if (entry?.grantedAddress !== "a:1") stalls.push(`${sessionId} waits while a:1 is ${JSON.stringify(instance)}`);
+          const { claimed } = await a.claimGranted("gw-1");
+          if (claimed[0]?.lease.sessionId !== sessionId) stalls.push(`${sessionId} not claimable`);
+        } else if (entered.kind !== "acquired") {
+          stalls.push(`${sessionId}: ${entered.kind}`);
+        }
+        if (stalls.length > 0) break;
+        holder = sessionId;
+      }
+      assert.deepEqual(stalls, []);
+    });
+
+    it("keeps arrival order while two stores enter, grant, claim and acquire at once: 0 FIFO violations, no instance reserved twice", async (t) => {
+      const db = await engine.database(t);
+      const stores = [await db.open(), await db.open()] as const;
+      const gateways = ["gw-1", "gw-2"] as const;
+      for (const [i, store] of stores.entries()) await store.heartbeat({ id: gateways[i] as string, address: `x:${i}` });
+      const addresses = ["a:1", "b:1", "c:1", "d:1"];
+      await ready(stores[0], addresses);
+      const waiters = 80;
+      const pick = () => stores[Math.floor(Math.random() * stores.length)] as LeaseStore;
+      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, Math.random() * ms));
+      const violations: string[] = [];
+      /** Who holds each instance, as the test gave them out: a claim or an acquisition on a held instance is a double grant. */
+      const holderOf = new Map<string, string>();
+      let boots = 0;
+      let served = 0;
+      const take = (address: string, sessionId: string, how: string) => {
+        const holder = holderOf.get(address);
+        if (holder !== undefined) violations.push(`${how} ${sessionId} got ${address}, which ${holder} still holds`);
+        holderOf.set(address, sessionId);
+      };
+      /** Frees an instance as a Shutdown does: release, then a probe finds it back clean on a new boot (each through either store). */
+      const free = async (sessionId: string, address: string) => {
+        await pause(3);
+        await pick().release(sessionId, address);
+        holderOf.delete(address);
+        await pick().recordStatus(address, cleanStatus(address, `boot-${++boots}`));
+      };
+      const waitingSeqs = async () => (await pick().queue()).filter((e) => e.grantedAddress === null).map((e) => e.seq);
+      const pending: Promise<void>[] = [];
+
+      // Every instance held; the holders go once the waiters are entering.
+      const holders: [string, string][] = [];
+      for (const [i, address] of addresses.entries()) {
+        const sessionId = `holder-${i}`;
+        const got = await hold(stores[i % 2] as LeaseStore, sessionId);
+        take(got, sessionId, "holder");
+        holders.push([sessionId, got]);
+        assert.ok(address);
+      }
+
+      // Waiters enter in bursts through both stores (each burst is group-committed per store).
+      const entering = (async () => {
+        for (let i = 0; i < waiters; i += 8) {
+          await Promise.all(
+            Array.from({ length: 8 }, async (_, k) => {
+              const n = i + k;
+              const g = n % 2;
+              const before = Math.max(0, ...(await waitingSeqs()));
+              const result = await one(stores[g] as LeaseStore, waiting(`w${n}`, { gatewayId: gateways[g] }));
+              if (result.kind === "acquired") {
+                // An instance was free: only right if nobody who was waiting before could have it.
+                const older = (await waitingSeqs()).filter((seq) => seq <= before);
+                if (older.length > 0) violations.push(`w${n} acquired at once while seq ${older[0]} waited`);
+                take(result.lease.instanceAddress, `w${n}`, "waiter");
+                served++;
+                pending.push(free(`w${n}`, result.lease.instanceAddress));
+              } else if (result.kind !== "queued") {
+                violations.push(`w${n}: ${result.kind}`);
+              }
+            }),
+          );
+          if (i === 16) for (const [sessionId, address] of holders) pending.push(free(sessionId, address));
+          await pause(2);
+        }
+      })();
+
+      // Newcomers that do not wait, on both stores all along: none may pass a waiter.
+      let newcomers = 0;
+      const newcomer = async (store: LeaseStore) => {
+        while (served < waiters) {
+          const before = Math.max(0, ...(await waitingSeqs()));
+          const sessionId = `n${++newcomers}`;
+          const result = await store.acquire(sessionId, "alice", ttl);
+          if (result.kind === "acquired") {
+            const older = (await waitingSeqs()).filter((seq) => seq <= before);
+            if (older.length > 0) violations.push(`${sessionId} (no wait) acquired while seq ${older[0]} waited`);
+            take(result.lease.instanceAddress, sessionId, "newcomer");
+            await free(sessionId, result.lease.instanceAddress);
+          }
+          await pause(2);
+        }
+      };
+
+      // Each store claims what was granted to its gateway's entries, and frees it again.
+      const claimer = async (g: 0 | 1) => {
+        while (served < waiters) {
+          const { claimed } = await (stores[g] as LeaseStore).claimGranted(gateways[g]);
+          for (const { lease, entry } of claimed) {
+            take(lease.instanceAddress, lease.sessionId, "grant");
+            const older = (await waitingSeqs()).filter((seq) => seq < entry.seq);
+            if (older.length > 0) violations.push(`${lease.sessionId} (seq ${entry.seq}) granted while seq ${older[0]} waits`);
+            served++;
+            pending.push(free(lease.sessionId, lease.instanceAddress));
+          }
+          await pause(claimed.length > 0 ? 0 : 2);
+        }
+      };
+
+      const deadline = setTimeout(() => violations.push("not every waiter was served within 60 s"), 60_000);
+      const stop = setInterval(() => {
+        if (violations.length > 0) served = waiters;
+      }, 100);
+      try {
+        await Promise.all([entering, claimer(0), claimer(1), newcomer(stores[0]), newcomer(stores[1])]);
+        await Promise.all(pending);
+      } finally {
+        clearTimeout(deadline);
+        clearInterval(stop);
+      }
+      t.diagnostic(`${waiters} waiters served, ${newcomers} newcomer attempts, ${boots} instance restarts`);
+      assert.deepEqual(violations, []);
+      assert.deepEqual(await stores[0].queue(), []);
+      assert.deepEqual(await stores[0].leases(), []);
+    });
   });
 });
