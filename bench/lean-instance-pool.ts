@@ -9,7 +9,10 @@
  *   verifier and cache), the first session binds the instance, another one is a Session conflict
  *   (SPEC 4.9), the reply has every EchoResponse field;
  * - `MyServiceShutdown`: same checks; after the reply the port restarts with a new boot id, as
- *   the launcher's supervisor restarts an exited instance.
+ *   the launcher's supervisor restarts an exited instance;
+ * - `InstanceService/Recycle` (a gateway's token of role `system`): restarts the same way whether
+ *   a session bound or not, refused if another session is bound, as the real instance (the
+ *   gateway recycles an instance whose lease ended without a restart: the boot-id fence).
  *
  * Anything else answers UNIMPLEMENTED. Environment: `JWT_SECRET` or `JWT_PUBLIC_KEY_FILE` (required), `BENCH_INSTANCES`
  * (count, default 100), `BENCH_POD_PREFIX` (default `lean`), `BENCH_LOG_BINDS=1` (print one line
@@ -26,8 +29,8 @@ import { createTokenVerifier, type TokenVerifier } from "../common/tokens.js";
 import { encodeGrpcMessage, firstMessage, frameMessage } from "../gateway/proxy/grpc-frames.js";
 import { HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "../gen/grpc/health/v1/health_pb.js";
 import { EchoRequestSchema, EchoResponseSchema, ShutdownResponseSchema } from "../gen/my_service/my_service_pb.js";
-import { GetStatusResponseSchema } from "../gen/myservice/instance/v1/instance_pb.js";
-import { serverValue } from "../myservice/my-service.js";
+import { GetStatusResponseSchema, RecycleRequestSchema, RecycleResponseSchema } from "../gen/myservice/instance/v1/instance_pb.js";
+import { serverValue, systemRole } from "../myservice/my-service.js";
 import { poolEnv, servePool } from "./pool-process.js";
 
 const { keys, count } = poolEnv();
@@ -156,10 +159,7 @@ class LeanInstance {
         if (this.sessionId !== sessionId) {
           return fail(Code.PermissionDenied, `Client session mismatch: client=${sessionId}, server=${this.sessionId}`);
         }
-        if (!this.shuttingDown) {
-          this.shuttingDown = true;
-          setTimeout(() => this.onShutdown(), 20);
-        }
+        this.exit();
         return ok(
           toBinary(
             ShutdownResponseSchema,
@@ -173,9 +173,32 @@ class LeanInstance {
           ),
         );
       }
+      case "/myservice.instance.v1.InstanceService/Recycle": {
+        const result = authenticateCall(
+          headers["session-id"] as string | undefined,
+          headers.authorization as string | undefined,
+          this.verify,
+        );
+        if (!result.ok) return fail(Code.Unauthenticated, authFailureMessage[result.failure]);
+        if (result.claims.role !== systemRole) return fail(Code.PermissionDenied, `role ${systemRole} required`);
+        const request = fromBinary(RecycleRequestSchema, firstMessage(body) ?? new Uint8Array(0));
+        if (request.sessionId !== result.sessionId) return fail(Code.InvalidArgument, "session_id differs from session-id");
+        if (this.sessionId !== undefined && this.sessionId !== request.sessionId) {
+          return fail(Code.FailedPrecondition, `bound to another session (${this.sessionId})`);
+        }
+        this.exit();
+        return ok(toBinary(RecycleResponseSchema, create(RecycleResponseSchema, { podName: this.podName })));
+      }
       default:
         return fail(Code.Unimplemented, `method ${path} not implemented by the lean bench instance`);
     }
+  }
+
+  /** After the reply went out, the port restarts with a new boot id (`onShutdown`), as an exiting process's supervisor would. */
+  private exit(): void {
+    if (this.shuttingDown) return;
+    this.shuttingDown = true;
+    setTimeout(() => this.onShutdown(), 20);
   }
 
   /** Closes at once, connections included, as an exiting process would (its Shutdown reply went out 20 ms ago). */

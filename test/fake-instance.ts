@@ -39,6 +39,8 @@ export class FakeInstance {
   serving = true;
   /** The session the status call reports; `undefined`: the session bound by a call. */
   reportedSession: string | undefined;
+  /** The boot id the status call reports: a test changes it to play a restart (the fake never exits). */
+  bootId: string;
   /** How long Echo takes to answer, milliseconds. */
   echoDelayMs = 0;
   /** Resolves when a Subscribe stream ends, with how it ended. */
@@ -47,6 +49,7 @@ export class FakeInstance {
   private endSubscribe: (info: { rstCode: number | undefined; messagesSent: number }) => void = () => {};
 
   constructor(readonly podName = "fake-1") {
+    this.bootId = `boot-${podName}`;
     this.subscribeEnded = new Promise((resolve) => {
       this.endSubscribe = resolve;
     });
@@ -114,7 +117,7 @@ export class FakeInstance {
             GetStatusResponseSchema,
             create(GetStatusResponseSchema, {
               podName: this.podName,
-              bootId: `boot-${this.podName}`,
+              bootId: this.bootId,
               sessionId: this.reportedSession ?? this.sessionId,
             }),
           ),

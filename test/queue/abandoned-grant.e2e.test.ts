@@ -27,9 +27,12 @@ describe("waiting room: a waiter that leaves after its grant reached the instanc
     const abort = new AbortController();
     const waiting = client.call(echoPath, { ...waiter.headers, "x-wait-for-instance": "10s" }, "w", { signal: abort.signal });
     await waitUntil(async () => (await admin.listQueue({}, { headers })).length === 1, 5000, "queued");
-    // Free the instance: the operator releases the holder; the fake then reports no session.
+    // Free the instance: the operator releases the holder; the fake then reports no session on a
+    // new boot, as the instance restarted by the release's recycle would (an instance is leased
+    // to another session only after a new boot: the lease store's fence).
     fake.echoDelayMs = 3000;
     fake.reportedSession = "";
+    fake.bootId = "boot-after-recycle";
     await admin.releaseSession({ sessionId: holder.id }, { headers });
     await waitUntil(() => fake.calls.some((h) => h["session-id"] === waiter.id), 5000, "the waiter's Echo reached the instance");
     const leased = (await admin.listSessions({}, { headers })).sessions.map((s) => s.sessionId);
