@@ -1,6 +1,6 @@
 /**
- * Real processes for the waiting-room suites: one or more gateway processes on one SQLite lease
- * database, in front of a pool of lean instances in one process (`bench/lean-instance-pool.ts`:
+ * Real processes for the waiting-room suites: one or more gateway processes on one lease
+ * database (a SQLite file, or a PostgreSQL database when `leaseDbUrl` is given), in front of a pool of lean instances in one process (`bench/lean-instance-pool.ts`:
  * real sockets, the instance contract, a Shutdown restarts the instance at once with a new boot
  * id, as a supervisor would restart the exited process, only faster), and a raw HTTP/2 gRPC
  * client cheap enough to hold a thousand waiting calls.
@@ -15,6 +15,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { devJwtSecret } from "../../common/dev-defaults.js";
 import { issueToken } from "../../common/tokens.js";
 import { decodeGrpcMessage, firstMessage, frameMessage } from "../../gateway/proxy/grpc-frames.js";
@@ -180,18 +181,26 @@ export async function startLeanPool(count: number): Promise<LeanPool> {
   };
 }
 
+/** Every lease and instance row of the store (SQLite's flags as 0/1). */
+export interface StoreRows {
+  leases: { session_id: string; instance_address: string }[];
+  instances: { address: string; session_id: string | null; clean: number; healthy: number }[];
+}
+
 /** Gateways sharing one lease database in front of one lean pool. */
 export interface QueueStack {
   readonly pool: LeanPool;
   readonly gateways: GatewayProcess[];
+  /** The SQLite file (unused when `leaseDbUrl` is set). */
   readonly dbPath: string;
+  /** The PostgreSQL database the gateways share, when the stack runs on PostgreSQL. */
+  readonly leaseDbUrl?: string;
   /** An admin API client of gateway `i` (default 0) with an admin token. */
   admin(i?: number): { client: Client<typeof AdminService>; headers: Record<string, string> };
-  /** Every lease and instance row as the database holds them (read-only). */
-  snapshot(): {
-    leases: { session_id: string; instance_address: string }[];
-    instances: { address: string; session_id: string | null; clean: number; healthy: number }[];
-  };
+  /** Every lease and instance row as the SQLite database holds them (read-only; SQLite only). */
+  snapshot(): StoreRows;
+  /** The same, from either engine. */
+  rows(): Promise<StoreRows>;
   /** The gateways' warnings and errors (last `n` lines), for failure messages. */
   warnings(n?: number): string;
   /** Starts one more gateway process on the same database (e.g. after a kill). */
@@ -204,9 +213,16 @@ export interface QueueStack {
  * ...) on one lease database, with `env` on top of the defaults; resolves once every gateway is
  * ready and every instance is free.
  */
-export async function startQueueStack(options: { instances: number; gateways: number; env?: Record<string, string> }): Promise<QueueStack> {
+export async function startQueueStack(options: {
+  instances: number;
+  gateways: number;
+  env?: Record<string, string>;
+  /** A PostgreSQL database for the gateways (`LEASE_DB_URL`) instead of a SQLite file. */
+  leaseDbUrl?: string;
+}): Promise<QueueStack> {
   const dir = await mkdtemp(join(tmpdir(), "queue-stack-"));
   const dbPath = join(dir, "leases.db");
+  const reader = options.leaseDbUrl === undefined ? undefined : new pg.Pool({ connectionString: options.leaseDbUrl, max: 1 });
   const pool = await startLeanPool(options.instances);
   const gateways: GatewayProcess[] = [];
   const adminToken = (await newSession("admin")).token;
@@ -216,6 +232,7 @@ export async function startQueueStack(options: { instances: number; gateways: nu
         return await startGatewayFor(pool.addresses, {
           LEASE_DB_PATH: dbPath,
           LEASE_DB_SYNCHRONOUS: "NORMAL",
+          ...(options.leaseDbUrl !== undefined ? { LEASE_DB_URL: options.leaseDbUrl } : {}),
           GATEWAY_ID: id,
           HEALTH_CHECK_INTERVAL: "100ms",
           ...options.env,
@@ -230,6 +247,7 @@ export async function startQueueStack(options: { instances: number; gateways: nu
     pool,
     gateways,
     dbPath,
+    ...(options.leaseDbUrl !== undefined ? { leaseDbUrl: options.leaseDbUrl } : {}),
     admin(i = 0) {
       const gateway = gateways[i] as GatewayProcess;
       return {
@@ -238,6 +256,7 @@ export async function startQueueStack(options: { instances: number; gateways: nu
       };
     },
     snapshot() {
+      if (reader !== undefined) throw new Error("snapshot() reads SQLite; use rows() on PostgreSQL");
       const db = new Database(dbPath, { readonly: true, fileMustExist: true });
       try {
         return {
@@ -253,6 +272,13 @@ export async function startQueueStack(options: { instances: number; gateways: nu
         db.close();
       }
     },
+    async rows() {
+      if (reader === undefined) return stack.snapshot();
+      const leases = (await reader.query("SELECT session_id, instance_address FROM leases")).rows;
+      const instances = (await reader.query("SELECT address, session_id, clean::int AS clean, healthy::int AS healthy FROM instances"))
+        .rows;
+      return { leases, instances };
+    },
     warnings(n = 40) {
       return gateways
         .flatMap((g) => g.output().split("\n"))
@@ -267,6 +293,7 @@ export async function startQueueStack(options: { instances: number; gateways: nu
     },
     async stop() {
       await Promise.all(gateways.map((g) => g.stop()));
+      await reader?.end();
       await pool.stop();
       await rm(dir, { recursive: true, force: true });
     },
@@ -274,8 +301,9 @@ export async function startQueueStack(options: { instances: number; gateways: nu
   try {
     for (let i = 1; i <= options.gateways; i++) gateways.push(await start(`gw-${i}`));
     await waitUntil(
-      () =>
-        stack.snapshot().instances.filter((r) => r.session_id === null && r.clean === 1 && r.healthy === 1).length === options.instances,
+      async () =>
+        (await stack.rows()).instances.filter((r) => r.session_id === null && r.clean === 1 && r.healthy === 1).length ===
+        options.instances,
       20_000,
       "every instance free and allocatable",
     );
