@@ -246,7 +246,9 @@ async function main(): Promise<void> {
   const log = (message: string) => say(Buffer.from(`${message}\n`));
 
   if (options.compiled) {
-    const missing = [...new Set(specs.map((s) => s.args.at(-1) as string))].filter((file) => !existsSync(file));
+    // The node processes' entry points (PostgreSQL's arguments are not files of the build).
+    const entries = specs.filter((s) => s.command === process.execPath).map((s) => s.args.at(-1) as string);
+    const missing = [...new Set(entries)].filter((file) => !existsSync(file));
     if (missing.length > 0) {
       log(`cannot start: ${missing.join(", ")} missing. Run npm run build first (npm run up does).`);
       process.exitCode = 1;
