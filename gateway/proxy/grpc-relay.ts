@@ -95,6 +95,13 @@ class RelayCall {
   private responseMeter: GrpcFrameMeter;
   private up: ClientHttp2Stream | undefined;
   private upTrailers: IncomingHttpHeaders | undefined;
+  /**
+   * Response DATA of the current upstream stream that arrived before its `response` event.
+   * Node emits `response` on the next tick but `data` at once, so when HEADERS and DATA come
+   * in one read (typical over TLS) the data is first; written before the response headers, it
+   * would make node answer the client with a bare `:status 200` of its own.
+   */
+  private earlyData: Buffer[] | undefined;
   private responded = false;
   private finished = false;
   private pendingTrailers: OutgoingHttpHeaders | undefined;
@@ -242,6 +249,7 @@ class RelayCall {
     conn.active++;
     up.once("close", () => conn.active--);
     this.upTrailers = undefined;
+    this.earlyData = [];
     this.responseMeter = new GrpcFrameMeter(this.o.maxMessageBytes);
     up.on("error", noop);
     up.on("response", (h) => this.onUpstreamResponse(up, h));
@@ -273,15 +281,21 @@ class RelayCall {
 
   private onUpstreamResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders): void {
     if (up !== this.up || this.finished) return;
+    const early = this.earlyData;
+    this.earlyData = undefined;
     if (h["grpc-status"] !== undefined) {
       // Trailers-only response: the status came in the first header block.
       this.upTrailers = h;
       return;
     }
-    if (this.responded) return; // a Subscribe continuing on a new instance
+    if (this.responded) {
+      // A Subscribe continuing on a new instance: its response headers were sent already.
+      this.writeResponseData(up, early);
+      return;
+    }
     if (this.stream.headersSent || this.stream.destroyed) {
-      // Never expected (only this call answers its stream), but seen once under heavy load with
-      // TLS on both legs: a throw here would take the whole gateway down. End this call instead.
+      // Never expected (only this call answers its stream; early data waits for this event): a
+      // safety net, since a throw here would take the whole gateway down. End this call instead.
       this.log().error(
         { headersSent: this.stream.headersSent, destroyed: this.stream.destroyed, transferred: this.transferred },
         "relay: the client's stream was answered already; call ended",
@@ -298,6 +312,7 @@ class RelayCall {
     this.addQueued(out);
     this.responded = true;
     this.stream.respond(out, { waitForTrailers: true });
+    this.writeResponseData(up, early);
   }
 
   private onUpstreamData(up: ClientHttp2Stream, chunk: Buffer): void {
@@ -307,7 +322,19 @@ class RelayCall {
       this.fail(Code.ResourceExhausted, `response message larger than max (${oversized} vs. ${this.o.maxMessageBytes})`);
       return;
     }
-    if (!this.stream.write(chunk)) {
+    if (this.earlyData !== undefined) {
+      // Before the `response` event (see `earlyData`): kept until the headers are sent.
+      this.earlyData.push(chunk);
+      return;
+    }
+    this.writeResponseData(up, [chunk]);
+  }
+
+  private writeResponseData(up: ClientHttp2Stream, chunks: readonly Buffer[] | undefined): void {
+    if (chunks === undefined || chunks.length === 0 || this.finished || this.stream.destroyed) return;
+    let full = false;
+    for (const chunk of chunks) full = !this.stream.write(chunk) || full;
+    if (full) {
       up.pause();
       this.stream.once("drain", () => up.resume());
     }
@@ -427,7 +454,13 @@ class RelayCall {
 
   private endTrailersOnly(out: OutgoingHttpHeaders, code: number): void {
     this.finish(code);
-    if (this.stream.destroyed || this.stream.headersSent) return;
+    if (this.stream.destroyed) return;
+    if (this.stream.headersSent) {
+      // Headers went out without trailers to follow: no status can be sent any more. Reset the
+      // stream so that the client fails at once instead of waiting for an end that never comes.
+      this.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      return;
+    }
     out[":status"] = 200;
     out["content-type"] = "application/grpc";
     this.stream.respond(out, { endStream: true });
