@@ -134,7 +134,7 @@ export function createGatewayMetrics(registry: Registry, options: GatewayMetrics
   });
   const allocationSeconds = new Histogram({
     name: "mygateway_allocation_duration_seconds",
-    help: "Time to allocate an instance to a new session (one SQLite write transaction), by result.",
+    help: "Time to allocate an instance to a new session (one write transaction of the lease store), by result.",
     labelNames: ["result"] as const,
     buckets: allocationBuckets,
     registers,

@@ -99,9 +99,12 @@ class RelayCall {
    * Response DATA of the current upstream stream that arrived before its `response` event.
    * Node emits `response` on the next tick but `data` at once, so when HEADERS and DATA come
    * in one read (typical over TLS) the data is first; written before the response headers, it
-   * would make node answer the client with a bare `:status 200` of its own.
+   * would make node answer the client with a bare `:status 200` of its own. Made only when
+   * that happens (rarely), not per call.
    */
   private earlyData: Buffer[] | undefined;
+  /** The current upstream stream's `response` event has not come yet. */
+  private awaitingResponse = false;
   private responded = false;
   private finished = false;
   private pendingTrailers: OutgoingHttpHeaders | undefined;
@@ -249,7 +252,8 @@ class RelayCall {
     conn.active++;
     up.once("close", () => conn.active--);
     this.upTrailers = undefined;
-    this.earlyData = [];
+    this.awaitingResponse = true;
+    this.earlyData = undefined;
     this.responseMeter = new GrpcFrameMeter(this.o.maxMessageBytes);
     up.on("error", noop);
     up.on("response", (h) => this.onUpstreamResponse(up, h));
@@ -281,6 +285,7 @@ class RelayCall {
 
   private onUpstreamResponse(up: ClientHttp2Stream, h: IncomingHttpHeaders): void {
     if (up !== this.up || this.finished) return;
+    this.awaitingResponse = false;
     const early = this.earlyData;
     this.earlyData = undefined;
     if (h["grpc-status"] !== undefined) {
@@ -322,9 +327,9 @@ class RelayCall {
       this.fail(Code.ResourceExhausted, `response message larger than max (${oversized} vs. ${this.o.maxMessageBytes})`);
       return;
     }
-    if (this.earlyData !== undefined) {
+    if (this.awaitingResponse) {
       // Before the `response` event (see `earlyData`): kept until the headers are sent.
-      this.earlyData.push(chunk);
+      (this.earlyData ??= []).push(chunk);
       return;
     }
     this.writeResponseData(up, [chunk]);
