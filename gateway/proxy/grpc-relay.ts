@@ -329,7 +329,8 @@ class RelayCall {
     }
     if (this.awaitingResponse) {
       // Before the `response` event (see `earlyData`): kept until the headers are sent.
-      (this.earlyData ??= []).push(chunk);
+      if (this.earlyData === undefined) this.earlyData = [chunk];
+      else this.earlyData.push(chunk);
       return;
     }
     this.writeResponseData(up, [chunk]);
